@@ -1,0 +1,142 @@
+"""The benchmark suite: `python -m bench.run` (see bench/README.md). Writes docs/performance.md.
+
+Every comparison runs side by side in one run, interleaved, with several repetitions; tables report the
+median, the spread (min–max) and the ratio pyqd / baseline."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.server import THREADS_ENV
+
+os.environ.update(THREADS_ENV)  # before numpy is imported anywhere
+
+from bench import baselines as bl  # noqa: E402
+from bench import data, report, resources, small, workloads  # noqa: E402
+from bench.server import pg_database, running_server  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
+@contextlib.contextmanager
+def store_for(backend: str) -> Iterator[data.Store]:
+    """An empty pyqd store with the BENCH user, on SQLite (temporary directory) or a fresh PostgreSQL database."""
+    with tempfile.TemporaryDirectory(prefix="pyqd-bench-") as d, contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg_database()) if backend == "postgresql" else None
+        store = data.Store(d, url)
+        os.environ["PYQD_ADMIN_PASSWORD"] = "bench-admin-" + secrets.token_hex(4)
+        import subprocess
+        import sys
+
+        env = {**os.environ, "PYQD_DATA_DIR": d, **({"PYQD_DATABASE_URL": url} if url else {})}
+        subprocess.run(
+            [sys.executable, "-c", "from server.cli import main; main()", "user", "add", data.USER, "--password-stdin"],
+            input=data.PASSWORD + "\n",
+            text=True,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        yield store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--only", default="scoring,groups,small,memory,cold")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load-generator run")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    started = time.perf_counter()
+    sections: dict[str, object] = {"rows": args.rows, "reps": args.reps}
+    work = Path(tempfile.mkdtemp(prefix="pyqd-bench-models-"))
+    base = data.frame(args.rows)
+    model_path = str(work / "model.pkl")
+    data.fit_model(base, model_path)
+    iris_model = str(work / "iris.pkl")
+    _fit_iris(iris_model)
+
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(bl.dask_cluster()) if only & {"scoring", "groups"} else None
+        bl.joblib_warmup()
+        for backend in args.backends.split(","):
+            log(f"== {backend}")
+            store = stack.enter_context(store_for(backend))
+            t = time.perf_counter()
+            store.load("BIG", base)
+            if "groups" in only:
+                store.load("BIGZ", data.frame(args.rows, skewed=True, seed=1))
+            log(f"  loaded {args.rows:,} rows ({time.perf_counter() - t:.1f} s)")
+            with (
+                running_server(store.database_url, data_dir=store.data_dir) as srv,
+                workloads.Pyqd.open(srv, model_path) as pyqd,
+            ):
+                if "scoring" in only:
+                    log("-- row-apply scoring")
+                    sections[f"scoring/{backend}"] = workloads.scoring(
+                        pyqd, store, "BIG", args.rows, model_path, client, args.reps, log
+                    )
+                if "groups" in only:
+                    for table, label in (("BIG", "uniform"), ("BIGZ", "Zipf")):
+                        log(f"-- group-apply, {label}")
+                        sections[f"groups/{backend}/{label}"] = workloads.groups(
+                            pyqd, store, table, args.rows, client, args.reps, log
+                        )
+                if "small" in only and backend == "sqlite":
+                    log("-- small calls")
+                    endpoints = small.pyqd_endpoints(pyqd, srv, iris_model)
+                    source = store.source("IRIS", 150)
+                    with (
+                        small.fastapi_predict.start(model_path, seed_url=source.url, seed_model_path=iris_model) as fa,
+                        small.flask_predict.start(model_path) as fl,
+                        running_server(store.database_url, data_dir=store.data_dir, PYQD_PROCESSES="2") as srv2,
+                    ):
+                        endpoints += small.moved(endpoints, srv.url, srv2.url, "pyqd (2 processes)")
+                        endpoints += small.app_endpoints(fa, fl)
+                        sections["small"] = small.measure(endpoints, (1, 8), args.duration, 2, log)
+            if backend == "sqlite" and "memory" in only:
+                log("-- memory")
+                store.load("BIG5X", data.frame(5 * args.rows, seed=2))
+                sections["memory"] = resources.peak_rss(
+                    store, model_path, [("BIG", args.rows), ("BIG5X", 5 * args.rows)], 100_000, log
+                )
+            if backend == "sqlite" and "cold" in only:
+                log("-- cold start")
+                sections["cold"] = resources.cold_start(store, 5, log)
+    sections["seconds"] = time.perf_counter() - started
+    sections["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = report.render(sections)
+    Path(args.out).write_text(text)
+    log(f"wrote {args.out} ({sections['seconds']:.0f} s)")
+
+
+def _fit_iris(path: str) -> None:
+    import pickle
+
+    from sklearn.linear_model import LinearRegression
+
+    from tests.data import iris_frame
+
+    iris = iris_frame()
+    model = LinearRegression().fit(iris[["SEPAL_LENGTH", "SEPAL_WIDTH", "PETAL_LENGTH"]], iris["PETAL_WIDTH"])
+    with open(path, "wb") as f:
+        pickle.dump(model, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Named datastores of pickled Python objects: save, load, describe, delete, grant."""

@@ -1,0 +1,1 @@
+"""Running a function over data: worker pool, chunking, result assembly, jobs."""

@@ -1,0 +1,88 @@
+"""Execution errors.
+
+ExecutionError
+├── InvalidApplyRequest(message)   a request body the engine cannot run (bad controls, unknown columns)
+├── ScriptFailed(message, stdout)  the user's function raised; message has the script's traceback
+├── ResultNotSerializable(message) the function returned something with no JSON rendering
+├── OutputTooLong(limit)           the result is longer than the output limit (OML's errorCode 1024)
+├── TimeLimitExceeded(seconds)     the call ran past its time limit; its workers were killed
+├── WorkerCrashed(message)         a worker died (os._exit, segfault, SIGKILL, out of memory)
+├── PoolBusy(retry_after)          no worker became free in time
+└── Cancelled()                    the call was cancelled (job deleted)
+"""
+
+from __future__ import annotations
+
+
+class ExecutionError(Exception):
+    """Base of the execution errors."""
+
+
+class InvalidApplyRequest(ExecutionError):
+    pass
+
+
+class ScriptFailed(ExecutionError):
+    def __init__(self, message: str, stdout: str = "") -> None:
+        self.stdout = stdout
+        super().__init__(message)
+
+
+class ResultNotSerializable(ExecutionError):
+    pass
+
+
+class OutputTooLong(ExecutionError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"Output exceeds maximum length {limit}")
+
+
+class TimeLimitExceeded(ExecutionError):
+    def __init__(self, seconds: float, job: bool = False) -> None:
+        self.seconds = seconds
+        if job:
+            message = f"The job ran longer than its timeout of {seconds:g} s and was stopped"
+        else:
+            message = (
+                f"The call ran longer than its time limit of {seconds:g} s and was stopped; "
+                "run long work asynchronously (asyncFlag) with a larger timeout"
+            )
+        super().__init__(message)
+
+
+class WorkerCrashed(ExecutionError):
+    pass
+
+
+class PoolBusy(ExecutionError):
+    def __init__(self, retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__("All workers are busy; retry later")
+
+
+class JobQueueFull(ExecutionError):
+    def __init__(self, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__("Too many jobs are waiting to run; retry later")
+
+
+class Cancelled(ExecutionError):
+    def __init__(self) -> None:
+        super().__init__("The call was cancelled")
+
+
+class JobError(Exception):
+    """Base of the job lookup errors."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"Job {job_id} does not exist")
+
+
+class JobNotReady(JobError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"The result of job {job_id} is not ready yet")

@@ -1,0 +1,308 @@
+"""Async jobs: their states and records, and the store that keeps them in the metadata database."""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from engines.assemble import Body
+from engines.models import Job
+
+WriteSession = Callable[[], AbstractContextManager[Session]]
+
+
+class JobStatus(enum.StrEnum):
+    #: Accepted; waiting for a free slot.
+    QUEUED = "QUEUED"
+    #: Claimed by a server and running.
+    RUNNING = "RUNNING"
+    #: Done; the result is stored.
+    FINISHED = "FINISHED"
+    #: The script or the engine failed, or the server restarted too often while it ran; the error is stored.
+    FAILED = "FAILED"
+    #: Ran past its timeout; its workers were freed; the error is stored.
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.TIMED_OUT)
+
+
+#: How the v2 job listing shows each state (Oracle documents only "FINISH").
+LISTED_STATUS = {
+    JobStatus.QUEUED: "QUEUED",
+    JobStatus.RUNNING: "RUNNING",
+    JobStatus.FINISHED: "FINISH",
+    JobStatus.FAILED: "ERROR",
+    JobStatus.TIMED_OUT: "TIMEOUT",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as plain values (no ORM object leaves the store)."""
+
+    id: str
+    owner: str
+    api_version: str
+    verb: str
+    script_name: str
+    source: str
+    request: str
+    service: str
+    status: JobStatus
+    timeout_s: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    units_done: int
+    units_total: int | None
+    http_status: int | None
+    media_type: str | None
+    error: str | None
+
+    def elapsed(self, now: datetime | None = None) -> timedelta:
+        end = self.finished_at or now or utcnow()
+        return max(timedelta(0), end - self.created_at)
+
+
+def _record(j: Job) -> JobRecord:
+    return JobRecord(
+        j.id,
+        j.owner,
+        j.api_version,
+        j.verb,
+        j.script_name,
+        j.source,
+        j.request,
+        j.service,
+        JobStatus(j.status),
+        j.timeout_s,
+        j.created_at,
+        j.started_at,
+        j.finished_at,
+        j.attempts,
+        j.units_done,
+        j.units_total,
+        j.http_status,
+        j.media_type,
+        j.error,
+    )
+
+
+class JobStore:
+    """Every job operation is one short transaction; large answers spill to files under `spill_dir`."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], write_session: WriteSession, spill_dir: Path, spill_bytes: int
+    ) -> None:
+        self.sessions, self.write_session = sessions, write_session
+        self.spill_dir, self.spill_bytes = spill_dir, spill_bytes
+
+    # -- submit / read -------------------------------------------------------------------------------------
+    def submit(self, job: Job) -> JobRecord:
+        job.status, job.created_at = JobStatus.QUEUED, utcnow()
+        job.attempts, job.units_done, job.body_size, job.cancel_requested = 0, 0, 0, False
+        with self.write_session() as session:
+            session.add(job)
+            session.flush()
+            return _record(job)
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None:
+        """The job, if it exists and belongs to `owner`."""
+        with self.sessions() as session:
+            j = session.get(Job, job_id)
+            return _record(j) if j is not None and j.owner == owner else None
+
+    def list_for(self, owner: str) -> list[JobRecord]:
+        with self.sessions() as session:
+            rows = session.scalars(select(Job).where(Job.owner == owner).order_by(Job.created_at.desc()))
+            return [_record(j) for j in rows]
+
+    def waiting(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0)
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+            return {status: int(n) for status, n in rows}
+
+    def answer(self, job_id: str) -> tuple[int, str, bytes | Path] | None:
+        """(HTTP status, media type, body) of a finished job; a large body is the path of its file."""
+        with self.sessions() as session:
+            j = session.get(Job, job_id)
+            if j is None or j.http_status is None:
+                return None
+            body = Path(j.body_path) if j.body_path else (j.body or b"")
+            return j.http_status, j.media_type or "application/json", body
+
+    # -- running -------------------------------------------------------------------------------------------
+    def claim_next(self, server_id: str) -> JobRecord | None:
+        """Take the oldest queued job for this server (SKIP LOCKED on PostgreSQL, the write lock on SQLite)."""
+        with self.write_session() as session:
+            q = (
+                select(Job)
+                .where(Job.status == JobStatus.QUEUED)
+                .order_by(Job.created_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            j = session.scalar(q)
+            if j is None:
+                return None
+            now = utcnow()
+            j.status, j.claimed_by, j.started_at, j.heartbeat_at = JobStatus.RUNNING, server_id, now, now
+            j.attempts += 1
+            j.units_done, j.units_total = 0, None
+            session.flush()
+            return _record(j)
+
+    def heartbeat(self, server_id: str, progress: dict[str, tuple[int, int | None]]) -> set[str]:
+        """Mark this server's running jobs alive (with their progress); returns those asked to be cancelled."""
+        if not progress:
+            return set()
+        now = utcnow()
+        with self.write_session() as session:
+            for job_id, (done, total) in progress.items():
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.claimed_by == server_id)
+                    .values(heartbeat_at=now, units_done=done, units_total=total)
+                )
+            rows = session.scalars(select(Job.id).where(Job.id.in_(list(progress)), Job.cancel_requested.is_(True)))
+            return set(rows)
+
+    def finish(
+        self,
+        job_id: str,
+        server_id: str,
+        status: JobStatus,
+        http_status: int,
+        media_type: str,
+        body: bytes | Body,
+        error: str | None = None,
+        progress: tuple[int, int | None] | None = None,
+    ) -> bool:
+        """Store the answer (a large one as a file); False if the job was deleted meanwhile."""
+        if isinstance(body, bytes):
+            body = Body(body, None, len(body))
+        path = None
+        if body.path is not None or body.size > self.spill_bytes:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            path = self.spill_dir / f"{job_id}.body"
+            if body.path is not None:
+                shutil.move(body.path, path)
+            else:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(body.read())
+                os.replace(tmp, path)
+        with self.write_session() as session:
+            j = session.get(Job, job_id)
+            if j is None or j.claimed_by != server_id:
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                return False
+            j.status, j.finished_at, j.http_status, j.media_type = status, utcnow(), http_status, media_type
+            j.body, j.body_path, j.body_size, j.error = (
+                (None if path else body.data),
+                (str(path) if path else None),
+                body.size,
+                error,
+            )
+            if progress is not None:
+                j.units_done, j.units_total = progress
+            return True
+
+    def requeue(self, job_id: str, server_id: str) -> None:
+        """Give a job this server is letting go of (shutting down) back to the queue, not counting the run."""
+        with self.write_session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.claimed_by == server_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.QUEUED, claimed_by=None, heartbeat_at=None, attempts=Job.attempts - 1)
+            )
+
+    def request_cancel(self, job_id: str, owner: str) -> JobRecord | None:
+        """Flag a running job for cancellation (its server stops it); returns the job as it was."""
+        with self.write_session() as session:
+            j = session.get(Job, job_id)
+            if j is None or j.owner != owner:
+                return None
+            j.cancel_requested = True
+            return _record(j)
+
+    def delete(self, job_id: str) -> None:
+        with self.write_session() as session:
+            j = session.get(Job, job_id)
+            if j is not None:
+                if j.body_path:
+                    Path(j.body_path).unlink(missing_ok=True)
+                session.delete(j)
+
+    # -- recovery and retention ----------------------------------------------------------------------------
+    def recover(
+        self,
+        server_id: str,
+        stale_after: timedelta,
+        max_attempts: int,
+        running_here: set[str] | frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """Jobs whose server stopped saying they run (or that this server claimed before it restarted): queue
+        them again, or fail them once tried `max_attempts` times. Returns the ids that were failed."""
+        now = utcnow()
+        failed = []
+        with self.write_session() as session:
+            rows = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING).with_for_update(skip_locked=True))
+            for j in rows:
+                if j.id in running_here:
+                    continue
+                orphaned = j.claimed_by == server_id or j.heartbeat_at is None or now - j.heartbeat_at > stale_after
+                if not orphaned:
+                    continue
+                if j.cancel_requested:
+                    session.delete(j)
+                elif j.attempts >= max_attempts:
+                    j.status, j.finished_at, j.http_status, j.media_type = (
+                        JobStatus.FAILED,
+                        now,
+                        500,
+                        "application/json",
+                    )
+                    j.error = f"The server restarted while the job ran ({j.attempts} attempt(s)); it was not run again"
+                    j.body = _error_body(1051, j.error)
+                    failed.append(j.id)
+                else:
+                    j.status, j.claimed_by, j.heartbeat_at = JobStatus.QUEUED, None, None
+        return failed
+
+    def purge(self, older_than: datetime) -> int:
+        """Forget finished jobs (and their answers) older than the retention time."""
+        with self.write_session() as session:
+            rows = session.execute(select(Job.id, Job.body_path).where(Job.finished_at < older_than)).all()
+            for _, path in rows:
+                if path:
+                    Path(path).unlink(missing_ok=True)
+            if rows:
+                session.execute(delete(Job).where(Job.id.in_([r[0] for r in rows])))
+            return len(rows)
+
+
+def _error_body(code: int, message: str) -> bytes:
+    import orjson
+
+    return orjson.dumps({"errorCode": code, "errorMessage": message})

@@ -1,0 +1,49 @@
+"""Tables of the engine: async jobs, durable across restarts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+
+
+class EnginesBase(DeclarativeBase):
+    pass
+
+
+class Job(EnginesBase):
+    """One async execution: what to run, where it is, and (once done) the answer a sync call would give."""
+
+    __tablename__ = "pyqd_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(30), index=True)
+    #: "v1" or "v2": the API version the job was submitted to (its URLs use it).
+    api_version: Mapped[str] = mapped_column(String(4))
+    verb: Mapped[str] = mapped_column(String(16))
+    script_name: Mapped[str] = mapped_column(String(128))
+    #: The script's source as it was at submission (a later change or drop does not change the job).
+    source: Mapped[str] = mapped_column(Text)
+    #: The request body (JSON), to prepare the call again after a restart.
+    request: Mapped[str] = mapped_column(Text)
+    service: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10), index=True)
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: The server running it, and when that server last said it still is.
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    units_done: Mapped[int] = mapped_column(Integer, default=0)
+    units_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The answer: HTTP status, media type, and body (in the row, or spilled to a file for large results).
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    media_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    body: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+    body_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    body_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,366 @@
+"""One execution of a script: cut the input into units, run them on the caller's workers with a bounded
+number of tasks in flight, and assemble OML's result. Knows nothing of HTTP; a job is just another caller."""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import pyarrow as pa
+
+from engines import units as u
+from engines.assemble import Assembler, Body, Sink
+from engines.errors import (
+    Cancelled,
+    ExecutionError,
+    InvalidApplyRequest,
+    OutputTooLong,
+    ResultNotSerializable,
+    ScriptFailed,
+    TimeLimitExceeded,
+    WorkerCrashed,
+)
+from engines.pool import RequestHandler, Worker, WorkerDied, WorkerPool, WorkerTimedOut
+from engines.protocol import Task, UnitResult
+from engines.spec import ApplyRequest
+from tables.errors import TablesError
+
+#: Verbs whose single-worker calls run without producer/consumer threads (they read no rows, or all at once).
+INLINE_KINDS = ("eval", "index", "table")
+#: Task messages waiting per worker: enough to keep it busy, few enough to bound memory.
+QUEUE_DEPTH_PER_WORKER = 2
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class Call:
+    """Everything one execution needs, as plain values."""
+
+    call_id: str
+    user: str
+    script_name: str
+    source: str
+    request: ApplyRequest
+    dop: int = 1
+    time_limit_s: float = 120.0
+    output_limit: int = 10_000_000
+    #: How long to wait for a free worker.
+    acquire_timeout_s: float = 30.0
+    oml_token: str | None = None
+    #: See Task.datastore_generation.
+    datastore_generation: str = ""
+    #: Group-apply: the actual key column names (Oracle's case rules applied).
+    group_columns: tuple[str, ...] = ()
+    #: Run as an async job (only changes the wording of a time-limit error).
+    is_job: bool = False
+    #: Results over `spill_bytes` go to a temporary file in `spill_dir` instead of memory.
+    spill_dir: str | None = None
+    spill_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass
+class Progress:
+    units_done: int = 0
+    #: Known for index-apply and do-eval/table-apply up front, else once all input has been read.
+    units_total: int | None = None
+    stdout: list[str] = field(default_factory=list)
+
+
+class Execution:
+    """Run with `run()` (blocking); `cancel()` from another thread stops it and kills its workers."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        call: Call,
+        batches: Iterable[pa.RecordBatch] | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> None:
+        self.pool, self.call, self._batches, self._on_request = pool, call, batches, on_request
+        self.progress = Progress()
+        self._lock = threading.Lock()
+        self._failure: ExecutionError | None = None
+        self._stopping = threading.Event()
+        self._workers: list[Worker] = []
+        self._deadline = time.monotonic() + call.time_limit_s
+        self._active = 0
+        self._pending: dict[int, list[UnitResult]] = {}
+        self._next_seq = 0
+        self._bundle_rows = u.BUNDLE_ROWS
+        #: Signalled when results are handed on in order (the producer waits so as not to run too far ahead).
+        self._advanced = threading.Condition(self._lock)
+        #: Seconds spent waiting for workers, and running on them.
+        self.acquire_wait_s = 0.0
+        self.run_s = 0.0
+
+    # -- public ----------------------------------------------------------------------------------------
+    def run(self) -> Body:
+        """The `result` value (OML's JSON, or pickles for the Python client), or an ExecutionError."""
+        req = self.call.request
+        started = time.monotonic()
+        workers = self.pool.acquire(self.call.user, self.call.dop, self.call.acquire_timeout_s)
+        self.acquire_wait_s = time.monotonic() - started
+        running = time.monotonic()
+        with self._lock:
+            self._workers = list(workers)
+            if self._stopping.is_set():  # cancelled while waiting for workers
+                self._kill_all()
+        sink = Sink(self.call.spill_dir, self.call.spill_bytes)
+        self._assembler = Assembler(
+            req.kind, sink, graphics=req.graphics, result_format=req.result_format, output_limit=self.call.output_limit
+        )
+        if len(workers) == 1 and req.kind in INLINE_KINDS:
+            # One worker, and the input (if any) is read whole: no threads, no queue; tasks run here in order.
+            self._active = 1
+            try:
+                self._produce(None, workers[0])
+            finally:
+                self._release(workers[0])
+            return self._finish(sink, running)
+        tasks: queue.Queue[object] = queue.Queue(maxsize=len(workers) * QUEUE_DEPTH_PER_WORKER)
+        self._active = len(workers)
+        threads = [threading.Thread(target=self._serve, args=(w, tasks), daemon=True) for w in workers]
+        for t in threads:
+            t.start()
+        try:
+            self._produce(tasks)
+        finally:
+            for _ in threads:
+                self._put(tasks, _STOP, force=True)
+            for t in threads:
+                t.join()
+        return self._finish(sink, running)
+
+    def _finish(self, sink: Sink, running: float) -> Body:
+        self.run_s = time.monotonic() - running
+        if self._failure is not None:
+            sink.discard()
+            raise self._failure
+        return self._assembler.finish()
+
+    def cancel(self) -> None:
+        self._fail(Cancelled())
+
+    # -- producer --------------------------------------------------------------------------------------
+    def _pieces(self) -> Iterator[u.Piece]:
+        req = self.call.request
+        if req.kind == "eval":
+            self.progress.units_total = 1
+            return iter([u.Piece(u.Unit(""))])
+        if req.kind == "index":
+            assert req.times is not None
+            self.progress.units_total = req.times
+            return u.indexes(req.times)
+        assert self._batches is not None
+        if req.kind == "table":
+            self.progress.units_total = 1
+            return u.whole(self._batches)
+        batches = self._peek_first(iter(self._batches))
+        if req.kind == "row":
+            assert req.rows is not None
+            return u.chunks(batches, req.rows)
+        return u.groups(batches, list(self.call.group_columns))
+
+    def _peek_first(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Look at the first batch to size bundles: a small input (all of it in the first batch) is spread over
+        every worker instead of travelling to one worker in one message."""
+        first = next(batches, None)
+        if first is not None:
+            spread = max(1, min(self.call.dop, os.cpu_count() or 1))  # more pieces than cores only add messages
+            self._bundle_rows = max(1, min(u.BUNDLE_ROWS, math.ceil(first.num_rows / spread)))
+            yield first
+        yield from batches
+
+    def _rows_per_task(self) -> int:
+        return self._bundle_rows
+
+    def _tasks(self) -> Iterator[tuple[int, Task, list[bytes]]]:
+        """The call's worker messages, in order, made as the input is read."""
+        req = self.call.request
+        max_units = u.BUNDLE_UNITS
+        if req.kind == "index" and req.times:
+            max_units = max(1, math.ceil(req.times / (self.call.dop * 4)))
+        count = 0
+        for seq, bundle in enumerate(u.bundles(self._pieces(), max_units=max_units, max_rows=self._rows_per_task)):
+            count += len(bundle)
+            data = [p.data for p in bundle if p.data is not None]
+            positions = iter(range(len(data)))
+            units = [u.Unit(p.unit.name, p.unit.index, None if p.data is None else next(positions)) for p in bundle]
+            messages = u.encode(data)
+            yield (
+                seq,
+                Task(
+                    call_id=self.call.call_id,
+                    user=self.call.user,
+                    script_name=self.call.script_name,
+                    source=self.call.source,
+                    kind=req.kind,
+                    units=units,
+                    kwargs=req.kwargs,
+                    input_type=req.input_type,
+                    na_omit=req.na_omit,
+                    graphics=req.graphics,
+                    oml_token=self.call.oml_token,
+                    datastore_generation=self.call.datastore_generation,
+                    result_format=req.result_format,  # type: ignore[arg-type]
+                    output_limit=self.call.output_limit,
+                    data_messages=len(messages),
+                ),
+                messages,
+            )
+        self.progress.units_total = count
+
+    def _produce(self, tasks: queue.Queue[object] | None, worker: Worker | None = None) -> None:
+        """Feed the tasks to the worker threads through `tasks` (or, with `worker`, run them here, in order)."""
+        try:
+            for seq, task, messages in self._tasks():
+                if self._stopping.is_set():
+                    return
+                if worker is not None:
+                    self._run_task(worker, (seq, task, messages))
+                    continue
+                assert tasks is not None
+                if not self._wait_for_turn(seq, window=max(4, 4 * self.call.dop)):
+                    return
+                if not self._put(tasks, (seq, task, messages)):
+                    return
+        except ExecutionError as e:
+            self._fail(e)
+        except TablesError as e:  # reading the input failed (e.g. the database refused the query)
+            self._fail(InvalidApplyRequest(str(e)))
+        except BaseException:
+            self._stopping.set()
+            raise
+
+    def _wait_for_turn(self, seq: int, window: int) -> bool:
+        """Wait while task `seq` would run more than `window` tasks ahead of the results handed on (an early
+        finisher's results wait in memory for a slow predecessor); False once the call is stopping."""
+        with self._advanced:
+            while seq - self._next_seq >= window and not self._stopping.is_set():
+                if not self._advanced.wait(timeout=max(0.0, self._deadline - time.monotonic())):
+                    if time.monotonic() > self._deadline:
+                        self._failure = self._failure or TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job)
+                        self._stopping.set()
+                        self._kill_all()
+            return not self._stopping.is_set()
+
+    def _put(self, tasks: queue.Queue[object], item: object, force: bool = False) -> bool:
+        """Queue a task, waiting while the workers are busy; False once the call is stopping."""
+        while True:
+            if self._stopping.is_set() and not force:
+                return False
+            try:
+                tasks.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if force and self._stopping.is_set():
+                    _drain(tasks)
+                if time.monotonic() > self._deadline:
+                    self._fail(TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job))
+
+    # -- consumers -------------------------------------------------------------------------------------
+    def _serve(self, worker: Worker, tasks: queue.Queue[object]) -> None:
+        """One worker's loop; it gives its worker back early when other callers wait and it is not the last."""
+        try:
+            while True:
+                item = tasks.get()
+                if item is _STOP:
+                    return
+                if self._stopping.is_set():
+                    continue
+                self._run_task(worker, cast(tuple[int, Task, list[bytes]], item))
+                if self.pool.waiting() and self._leave_early():
+                    return
+        finally:
+            self._release(worker)
+
+    def _release(self, worker: Worker) -> None:
+        with self._lock:  # once given back it may serve another call: never kill it for this one
+            if worker in self._workers:
+                self._workers.remove(worker)
+        self.pool.release(worker, healthy=not worker.killed)
+
+    def _leave_early(self) -> bool:
+        with self._lock:
+            if self._active <= 1 or self._stopping.is_set():
+                return False
+            self._active -= 1
+            return True
+
+    def _run_task(self, worker: Worker, item: tuple[int, Task, list[bytes]]) -> None:
+        seq, task, messages = item
+        remaining = self._deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise WorkerTimedOut()
+            unit_results = worker.run(task, messages, remaining, self._on_request)
+        except WorkerTimedOut:
+            self._fail(TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job))
+            return
+        except WorkerDied as e:
+            if not self._stopping.is_set():
+                self._fail(
+                    WorkerCrashed(
+                        f"{e}; the worker was replaced. Script {self.call.script_name} may "
+                        "have crashed the interpreter, exited, or run out of memory"
+                    )
+                )
+            return
+        failed = next((r for r in unit_results if not r.ok), None)
+        if failed is not None:
+            self._fail(_unit_error(failed, self.call.output_limit))
+            return
+        with self._lock:
+            self.progress.units_done += len(unit_results)
+            self.progress.stdout.extend(r.stdout for r in unit_results if r.stdout)
+            self._pending[seq] = unit_results
+            try:  # hand results to the assembler in order; only the out-of-order ones wait in memory
+                while self._next_seq in self._pending:
+                    for r in self._pending.pop(self._next_seq):
+                        self._assembler.add(r)
+                    self._next_seq += 1
+                self._advanced.notify_all()
+            except ExecutionError as e:
+                self._failure = self._failure or e
+                self._stopping.set()
+                self._advanced.notify_all()
+
+    def _fail(self, error: ExecutionError) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+            self._stopping.set()
+            self._advanced.notify_all()
+            if isinstance(error, TimeLimitExceeded | Cancelled):
+                self._kill_all()
+
+    def _kill_all(self) -> None:
+        """Kill the workers this call still holds (the caller holds the lock)."""
+        for w in list(self._workers):
+            if not w.killed:
+                w.kill()
+
+
+def _drain(q: queue.Queue[object]) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _unit_error(r: UnitResult, output_limit: int) -> ExecutionError:
+    if r.failure == "output":
+        return OutputTooLong(output_limit)
+    if r.failure == "serialize":
+        return ResultNotSerializable(r.error or "The value cannot be rendered as JSON")
+    message = r.error or "The script failed"
+    if r.stdout:
+        message += "\n--- output of print() ---\n" + r.stdout[-4000:]
+    return ScriptFailed(message, r.stdout)

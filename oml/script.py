@@ -1,0 +1,135 @@
+"""`oml.script`: the script repository (create, load, drop, dir), with Oracle's names and arguments."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+import types
+from collections.abc import Callable as _Callable
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+
+from oml import _connection
+from oml._connection import PY_SCRIPTS, PYQD
+from oml.errors import NotFoundError
+
+#: Repository script names (the server's rule): a plain name, never source code.
+SCRIPT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
+#: Columns of `dir()` per listing type, as OML4Py shows them.
+DIR_COLUMNS = {
+    "user": ["name", "script", "description", "date"],
+    "all": ["owner", "name", "script", "description", "date"],
+    "global": ["owner", "name", "script", "description", "date"],
+    "granted": ["owner", "name", "script", "description", "date"],
+    "grant": ["name", "grantee"],
+}
+
+
+class Source(str):
+    """A script's source text; `.read()` also returns it (OML's `get_source().read()`)."""
+
+    def read(self) -> str:
+        return str(self)
+
+
+class Callable:
+    """A repository script (`oml.script.load`): callable locally, and usable as `func` of the apply functions."""
+
+    def __init__(self, name: str, owner: str, source: str, description: str | None = None) -> None:
+        self.name, self.owner, self._source, self.description = name, owner, source, description
+        self._func: _Callable[..., Any] | None = None
+
+    def get_source(self) -> Source:
+        return Source(self._source)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._func is None:
+            self._func = compile_function(self.name, self._source)
+        return self._func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<oml.script.Callable {self.owner}.{self.name}>"
+
+
+def compile_function(name: str, source: str) -> _Callable[..., Any]:
+    """Run a script's source in a fresh namespace and return its function: the one named like the script,
+    else the first one defined (the repository checks scripts by the same rule). Tracebacks show the
+    script's name as the file name, with its lines."""
+    import ast
+    import linecache
+
+    tree = ast.parse(source, filename=name)
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    if not functions:
+        raise ValueError(f"script {name} defines no function")
+    linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)
+    namespace: dict[str, Any] = {"__name__": f"oml_script_{name}"}
+    exec(compile(tree, name, "exec"), namespace)  # noqa: S102 - running the user's own code is the point
+    return namespace[name if name in functions else functions[0]]
+
+
+def source_of(func: Any) -> str:
+    """Source text for `func`: a string holding a def, a Python function, or a loaded Callable."""
+    if isinstance(func, str):
+        return func
+    if isinstance(func, Callable):
+        return func.get_source()
+    if isinstance(func, types.FunctionType):
+        try:
+            return textwrap.dedent(inspect.getsource(func))
+        except (OSError, TypeError) as e:
+            raise ValueError(
+                f"cannot read the source of {func.__name__} (defined interactively?); pass the source as a string"
+            ) from e
+    raise TypeError("func must be a function, a string holding a function definition, or an oml.script.Callable")
+
+
+def create(
+    name: str, func: Any, is_global: bool = False, overwrite: bool = False, description: str | None = None
+) -> None:
+    """Store `func` in the script repository under `name`."""
+    _connection.current().json(
+        "POST",
+        f"{PYQD}/scripts",
+        json={
+            "name": name,
+            "script": source_of(func),
+            "isGlobal": bool(is_global),
+            "overwrite": bool(overwrite),
+            "description": description,
+        },
+    )
+
+
+def load(name: str, owner: str | None = None) -> Callable:
+    """A script by name: your own first, then a global one; or `owner`'s if granted to you."""
+    params = {"owner": owner} if owner else {}
+    item = _connection.current().json("GET", f"{PYQD}/scripts/{quote(name, safe='')}", params=params)
+    return Callable(item["name"], item["owner"], item["script"], item.get("description"))
+
+
+def drop(name: str, is_global: bool = False, silent: bool = False) -> None:
+    """Remove a script; a missing one raises unless `silent`."""
+    try:
+        _connection.current().json(
+            "DELETE", f"{PYQD}/scripts/{quote(name, safe='')}", params={"global": "true" if is_global else "false"}
+        )
+    except NotFoundError:
+        if not silent:
+            raise
+
+
+def dir(name: str | None = None, regex_match: bool = False, sctype: str = "user") -> pd.DataFrame:  # noqa: A001
+    """Scripts of one type (`user`, `all`, `global`, `grant`, `granted`) as a DataFrame."""
+    if sctype not in DIR_COLUMNS:
+        raise ValueError(f"sctype must be one of {', '.join(DIR_COLUMNS)}")
+    items = _connection.current().json("GET", f"{PY_SCRIPTS}/v2/scripts/{sctype}")
+    if name is not None:
+        items = [i for i in items if (re.search(name, i["name"]) if regex_match else i["name"] == name)]
+    df = pd.DataFrame(items, columns=DIR_COLUMNS[sctype])
+    if "date" in df:
+        df["date"] = pd.to_datetime(df["date"], utc=True).dt.tz_localize(None)
+    return df

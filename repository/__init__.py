@@ -1,0 +1,1 @@
+"""The script repository: named Python functions, their owners, global scripts and grants."""

@@ -1,0 +1,1 @@
+"""pyqd's HTTP layer: app factory, routes, auth, settings, error mapping and the CLI."""

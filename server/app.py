@@ -1,0 +1,121 @@
+"""The app factory: routes, error mapping, limits, lifespan (stores opened, admin bootstrapped)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server import errors, openapi
+from server.accounts import ADMIN_NAME, bootstrap_admin
+from server.bridge import AppBridge
+from server.jobs import open_jobs
+from server.limits import BodyLimit
+from server.metrics import Metrics
+from server.routes import admin, datastores, execution, jobs, meta, queries, scripts, tables, tokens, versions
+from server.services import Services, make_pool, open_services
+from server.settings import Settings
+
+API_DESCRIPTION = """\
+pyqd speaks the OML4Py REST API for Embedded Python Execution (Oracle Machine Learning for Python).
+Get a token from `/omlusers/api/oauth2/v1/token` (OML JSON grants) or `/oauth/token` (standard OAuth2),
+then send it as `Authorization: Bearer <token>`. Every path also answers in the tenant form
+`/oml/tenants/{tenant}/databases/{database}/api/...`. Operations tagged *pyqd extension* are not in Oracle's API.
+"""
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """Build the app; the stores open in the lifespan unless `services` are handed in."""
+    settings = settings or (services.settings if services else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        svc = services or open_services(settings)
+        password = bootstrap_admin(svc)
+        if password:
+            print(
+                f"pyqd: created administrator {ADMIN_NAME} with password: {password}\n"
+                "pyqd: (shown once; set PYQD_ADMIN_PASSWORD to choose it)",
+                file=sys.stderr,
+                flush=True,
+            )
+        own_pool = svc.pool is None
+        if own_pool:
+            svc.pool = make_pool(svc.settings)
+            svc.pool.start()  # in the background: the server answers at once, calls wait for a first worker
+        svc.bridge = AppBridge(app)
+        svc.bridge.start()
+        svc.jobs = open_jobs(svc, observe=app.state.metrics.observe_execution)
+        svc.jobs.start()
+        app.state.services = svc
+        try:
+            yield
+        finally:
+            svc.jobs.stop()
+            svc.jobs = None
+            svc.bridge.close()
+            svc.bridge = None
+            if own_pool and svc.pool is not None:
+                await run_in_threadpool(svc.pool.close)
+                svc.pool = None
+            if own:
+                svc.close()
+
+    app = FastAPI(
+        title="pyqd", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan, docs_url="/docs", redoc_url=None
+    )
+    errors.install(app)
+    for module in (meta, tokens, versions, scripts, execution, jobs, datastores, tables, queries, admin):
+        module.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))
+    app.add_middleware(versions.deprecation_headers)  # type: ignore[arg-type]
+    app.add_middleware(_forget_lookups_on_change, app_state=app.state)  # type: ignore[arg-type]
+    app.add_middleware(app.state.metrics.middleware)  # type: ignore[arg-type]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    @app.get("/openapi-3.0.json", include_in_schema=False)
+    def openapi_30() -> dict[str, Any]:
+        """The same document rendered as OpenAPI 3.0.3, for tools that do not read 3.1."""
+        return openapi.downgrade(app.openapi())
+
+    return app
+
+
+#: Writes that change what the lookup caches hold (token sessions, users, clients, scripts and their grants,
+#: the datastore generation).
+_CHANGES = ("/pyqd/v1/scripts", "/pyqd/v1/datastores", "/pyqd/v1/admin/", "/token/revoke")
+
+
+def _forget_lookups_on_change(app: ASGIApp, app_state: Any) -> ASGIApp:
+    """Clear the session and script caches when such a write succeeds, before its answer goes out (so the
+    caller's next request already sees the change)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope.get("method") not in ("POST", "PUT", "DELETE") or not any(c in path for c in _CHANGES):
+            await app(scope, receive, send)
+            return
+
+        async def forget(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                services = getattr(app_state, "services", None)
+                if services is not None:
+                    services.forget_lookups()
+            await send(message)
+
+        await app(scope, receive, forget)
+
+    return wrapped
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if not app.openapi_schema:
+        app.openapi_schema = openapi.build(app)
+    return app.openapi_schema

@@ -1,0 +1,1 @@
+"""Identity: users, API clients, passwords and access tokens."""

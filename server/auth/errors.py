@@ -1,0 +1,68 @@
+"""Authentication and account errors.
+
+AuthError
+├── BadCredentials      wrong username/password or client id/secret
+├── TokenInvalid        missing, malformed, tampered, expired or revoked token
+│   └── RefreshDenied   refresh asked beyond the refresh window or for a revoked token
+├── Forbidden           the caller is authenticated but is not an administrator
+├── UserExists(name)    `user add` for a name that is taken
+├── UserNotFound(name)  no such user
+├── ClientNotFound(id)  no such API client
+├── InvalidName(name)   a user name that breaks the naming rules
+└── LastAdministrator(name)  removing the only administrator left
+"""
+
+from __future__ import annotations
+
+
+class AuthError(Exception):
+    """Base of the authentication errors."""
+
+
+class BadCredentials(AuthError):
+    def __init__(self, message: str = "Invalid username or password") -> None:
+        super().__init__(message)
+
+
+class TokenInvalid(AuthError):
+    def __init__(self, message: str = "Invalid or expired access token") -> None:
+        super().__init__(message)
+
+
+class RefreshDenied(TokenInvalid):
+    pass
+
+
+class Forbidden(AuthError):
+    def __init__(self, message: str = "This operation needs an administrator") -> None:
+        super().__init__(message)
+
+
+class UserExists(AuthError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"User {name} already exists")
+
+
+class UserNotFound(AuthError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"User {name} does not exist")
+
+
+class ClientNotFound(AuthError):
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        super().__init__(f"API client {client_id} does not exist")
+
+
+class InvalidName(AuthError):
+    def __init__(self, name: str, rule: str) -> None:
+        self.name = name
+        super().__init__(f"Invalid user name {name!r}: {rule}")
+
+
+class LastAdministrator(AuthError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"{name} is the last administrator and cannot be removed; make another one first")

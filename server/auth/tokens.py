@@ -1,0 +1,100 @@
+"""Access tokens: short HS256 JWTs (under 255 characters, for old APEX) with a refresh window."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from server.auth.errors import RefreshDenied, TokenInvalid
+
+#: The only algorithm accepted when decoding; pinning it defeats `alg: none` and algorithm confusion.
+ALGORITHM = "HS256"
+#: Claims every token must carry. (No `iat`: `oat` and `exp` say all we need, and old APEX keeps
+#: tokens in VARCHAR2(255), so every byte counts.)
+REQUIRED_CLAIMS = ["sub", "sid", "exp", "oat"]
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says."""
+
+    user: str
+    #: Session id: shared by a token and its refreshes, so revoking one revokes them all.
+    sid: str
+    expires_at: int
+    #: When the session's first token was issued, in milliseconds since the epoch. The refresh window
+    #: counts from here, and a password change refuses sessions begun before it: whole seconds would let
+    #: a token issued in the same second as the change survive it.
+    first_issued_ms: int
+    #: Set when the token was issued to an API client (client_credentials grant).
+    client_id: str | None = None
+
+    @property
+    def first_issued_at(self) -> float:
+        """The first issue in seconds since the epoch."""
+        return self.first_issued_ms / 1000
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    claims: TokenClaims
+
+
+class TokenSigner:
+    """Issues, verifies and refreshes tokens with one secret key."""
+
+    def __init__(self, key: bytes, ttl_s: int = 3600, max_age_s: int = 8 * 3600) -> None:
+        self._key = key
+        self.ttl_s = ttl_s
+        self.max_age_s = max_age_s
+
+    def issue(
+        self, user: str, *, client_id: str | None = None, now: float | None = None, ttl_s: int | None = None
+    ) -> IssuedToken:
+        """A new session's first token (valid `ttl_s` seconds, default an hour)."""
+        t = now if now is not None else time.time()
+        iat = int(t)
+        sid = secrets.token_urlsafe(12)
+        exp = iat + (ttl_s if ttl_s is not None else self.ttl_s)
+        return self._sign(TokenClaims(user, sid, exp, math.floor(t * 1000), client_id), iat)
+
+    def refresh(self, claims: TokenClaims, *, now: float | None = None) -> IssuedToken:
+        """One more hour for a valid token's session, never past `max_age_s` after the first issue."""
+        iat = int(now if now is not None else time.time())
+        deadline = claims.first_issued_ms // 1000 + self.max_age_s
+        if iat >= deadline:
+            raise RefreshDenied("The token can no longer be refreshed; request a new one")
+        exp = min(iat + self.ttl_s, deadline)
+        return self._sign(TokenClaims(claims.user, claims.sid, exp, claims.first_issued_ms, claims.client_id), iat)
+
+    def decode(self, token: str) -> TokenClaims:
+        """Verify signature, algorithm and expiry; raise TokenInvalid otherwise."""
+        try:
+            data = jwt.decode(token, self._key, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS})
+        except jwt.ExpiredSignatureError:
+            raise TokenInvalid("The access token has expired") from None
+        except jwt.InvalidTokenError:
+            raise TokenInvalid("Invalid access token") from None
+        try:
+            return TokenClaims(
+                user=str(data["sub"]),
+                sid=str(data["sid"]),
+                expires_at=int(data["exp"]),
+                first_issued_ms=int(data["oat"]),
+                client_id=str(data["cid"]) if "cid" in data else None,
+            )
+        except (TypeError, ValueError):
+            raise TokenInvalid("Invalid access token") from None
+
+    def _sign(self, c: TokenClaims, now: int) -> IssuedToken:
+        payload: dict[str, object] = {"sub": c.user, "sid": c.sid, "exp": c.expires_at, "oat": c.first_issued_ms}
+        if c.client_id:
+            payload["cid"] = c.client_id
+        token = jwt.encode(payload, self._key, algorithm=ALGORITHM)
+        return IssuedToken(token, c.expires_at - now, c)

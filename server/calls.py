@@ -1,0 +1,104 @@
+"""Turning an execution request into a running Execution, for synchronous calls and async jobs alike:
+validate the body, resolve the script, gate the input query, mint the script's short-lived token."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from datastore import service as ds
+from engines.runner import Call, Execution
+from engines.spec import VERBS, ApplyRequest, parse_request
+from repository import service as repo
+from repository.source import entry_function
+from server.errors import BadRequest
+from server.services import Services
+from tables import query as tq
+from tables.gate import column_name
+
+#: What the Python client asks for with `"resultFormat": "pickle"`.
+PICKLE_MEDIA_TYPE = "application/x-python-pickle"
+#: Seconds a script's token outlives its call's time limit.
+TOKEN_MARGIN_S = 60
+
+
+def resolve_script(
+    services: Services, caller: str, script: str | None, owner: str | None, body: dict[str, Any]
+) -> tuple[str, str]:
+    """(name, source) of a repository script, or of an ad-hoc function given in the body (pyqd extension)."""
+    if script is not None:
+
+        def load() -> tuple[str, str]:
+            with services.sessions() as session:
+                info = repo.get_script(session, caller, script, owner)
+            return info.name, info.source
+
+        return services.script_cache.get_or_load((caller, script, owner), load)
+    source = body.get("script")
+    name = body.get("name") or "script"
+    if not isinstance(source, str) or not isinstance(name, str):
+        raise BadRequest("script (the function's source) is required, and name must be a string")
+    repo.check_name(name)
+    entry_function(name, source)
+    return name, source
+
+
+def datastore_generation(services: Services) -> str:
+    """This server's identity and the datastore generation (looked up at most every PYQD_LOOKUP_CACHE_S; local
+    changes clear the cache). Workers keep datastore metadata while it stays the same."""
+
+    def load() -> str:
+        with services.sessions() as session:
+            return f"{services.instance}:{ds.generation(session)}"
+
+    return services.script_cache.get_or_load("datastore-generation", load)
+
+
+def prepare(
+    services: Services,
+    caller: str,
+    verb: str,
+    script_name: str,
+    source: str,
+    body: dict[str, Any],
+    *,
+    time_limit_s: float | None = None,
+    is_job: bool = False,
+) -> Execution:
+    """An Execution ready to run (the input query is checked now; its rows are read while running)."""
+    req: ApplyRequest = parse_request(VERBS[verb], body)
+    settings = services.settings
+    batches = None
+    group_columns: tuple[str, ...] = ()
+    if req.input is not None:
+        with services.sessions() as session:
+            gated = tq.gate_query(session, services.user_data, caller, req.input)
+        if req.kind == "group":
+            group_columns = tuple(column_name(c) for c in req.group_by)
+            gated = gated.ordered_by([*group_columns, *(column_name(c) for c in req.order_by)])
+        batches = tq.stream_query(services.user_data, gated, caller, timeout_s=settings.query_time_limit_s)
+    assert services.pool is not None
+    limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
+    call = Call(
+        call_id=str(uuid.uuid4()),
+        user=caller,
+        script_name=script_name,
+        source=source,
+        request=req,
+        dop=req.degree_of_parallelism(services.pool.config.size),
+        time_limit_s=limit,
+        output_limit=settings.output_limit,
+        acquire_timeout_s=limit if is_job else settings.worker_wait_s,
+        oml_token=services.signer.issue(caller, ttl_s=int(limit) + TOKEN_MARGIN_S).token,
+        datastore_generation=datastore_generation(services),
+        group_columns=group_columns,
+        is_job=is_job,
+        spill_dir=str(settings.data_dir / "spill"),
+        spill_bytes=settings.result_spill_bytes,
+    )
+    return Execution(services.pool, call, batches, on_request=services.bridge.handle if services.bridge else None)
+
+
+def media_type(execution: Execution) -> str:
+    """What a successful call answers: OML's JSON, or the pickled values for the Python client."""
+    return PICKLE_MEDIA_TYPE if execution.call.request.result_format == "pickle" else "application/json"

@@ -1,0 +1,101 @@
+"""Dependencies every route reads like types: the services, sessions and the calling user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from server.auth import service as auth_service
+from server.auth.errors import Forbidden, TokenInvalid
+from server.auth.tokens import TokenClaims
+from server.db import WRITE_OPTION
+from server.services import Services
+from server.settings import Settings
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    """A read session, closed after the request."""
+    with services.sessions() as session:
+        yield session
+
+
+def get_write_session(services: ServicesDep) -> Iterator[Session]:
+    """A session that holds the write lock (SQLite) from the start; the handler commits, errors roll back."""
+    with services.sessions() as session:
+        session.connection(execution_options={WRITE_OPTION: True})
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+WriteSessionDep = Annotated[Session, Depends(get_write_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from the OML token endpoint or /oauth/token")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of a request."""
+
+    name: str
+    is_admin: bool
+    claims: TokenClaims
+
+
+async def current_user(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """Verify the bearer token (signature, expiry, revocation, password changes) → the caller. A session that
+    checked out is trusted for `PYQD_LOOKUP_CACHE_S` without asking the database again."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise TokenInvalid("Missing bearer token")
+    claims = services.signer.decode(credentials.credentials)
+    key = (claims.sid, claims.user, claims.first_issued_ms, claims.client_id)
+    cached: Caller | None = services.auth_cache.get(key)
+    if cached is not None:
+        return cached
+    caller = await run_in_threadpool(_check, services, claims)
+    services.auth_cache.put(key, caller)
+    return caller
+
+
+def _check(services: Services, claims: TokenClaims) -> Caller:
+    with services.sessions() as session:
+        user = auth_service.check_session(session, claims)
+        return Caller(user.name, user.is_admin, claims)
+
+
+CurrentUser = Annotated[Caller, Depends(current_user)]
+
+
+def admin_user(caller: CurrentUser) -> Caller:
+    if not caller.is_admin:
+        raise Forbidden()
+    return caller
+
+
+AdminUser = Annotated[Caller, Depends(admin_user)]

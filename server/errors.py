@@ -1,0 +1,156 @@
+"""One table decides HTTP status and OML error body for every domain error (looked up along the MRO)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from datastore import errors as ds
+from engines import errors as eng
+from repository import errors as repo
+from server.auth import errors as auth
+from tables import errors as tbl
+
+log = logging.getLogger("pyqd")
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int
+    code: int
+
+
+#: errorCode values (docs/compatibility.md lists them). 1024 and 1026 are Oracle's own.
+INVALID_PARAMETER = ErrorCode(400, 1000)
+UNAUTHORIZED = ErrorCode(401, 1001)
+FORBIDDEN = ErrorCode(403, 1003)
+NOT_FOUND = ErrorCode(404, 1004)
+METHOD_NOT_ALLOWED = ErrorCode(405, 1005)
+ALREADY_EXISTS = ErrorCode(400, 1009)
+CHANGED = ErrorCode(409, 1010)
+TOO_LARGE = ErrorCode(413, 1013)
+INVALID_QUERY = ErrorCode(400, 1020)
+OUTPUT_TOO_LONG = ErrorCode(400, 1024)
+SCRIPT_ERROR = ErrorCode(400, 1030)
+NOT_SERIALIZABLE = ErrorCode(400, 1031)
+TIME_LIMIT = ErrorCode(400, 1040)
+CANCELLED = ErrorCode(400, 1041)
+WORKER_CRASHED = ErrorCode(500, 1050)
+INTERNAL = ErrorCode(500, 1500)
+BUSY = ErrorCode(503, 1503)
+
+#: Domain error class → HTTP status and errorCode. A new error is one new line.
+ERROR_TABLE: dict[type[Exception], ErrorCode] = {
+    auth.BadCredentials: UNAUTHORIZED,
+    auth.TokenInvalid: UNAUTHORIZED,
+    auth.Forbidden: FORBIDDEN,
+    auth.UserExists: ALREADY_EXISTS,
+    auth.UserNotFound: NOT_FOUND,
+    auth.ClientNotFound: NOT_FOUND,
+    auth.InvalidName: INVALID_PARAMETER,
+    auth.LastAdministrator: INVALID_PARAMETER,
+    repo.ScriptNotFound: NOT_FOUND,
+    repo.ScriptExists: ALREADY_EXISTS,
+    repo.InvalidScript: INVALID_PARAMETER,
+    repo.InvalidScriptName: INVALID_PARAMETER,
+    repo.NotScriptOwner: FORBIDDEN,
+    ds.DatastoreNotFound: NOT_FOUND,
+    ds.ObjectNotFound: NOT_FOUND,
+    ds.ObjectChanged: CHANGED,
+    ds.DatastoreExists: ALREADY_EXISTS,
+    ds.InvalidDatastoreRequest: INVALID_PARAMETER,
+    ds.InvalidDatastoreName: INVALID_PARAMETER,
+    ds.NotGrantable: INVALID_PARAMETER,
+    ds.DatastoreTooLarge: TOO_LARGE,
+    tbl.TableNotFound: NOT_FOUND,
+    tbl.TableExists: ALREADY_EXISTS,
+    tbl.InvalidTableName: INVALID_PARAMETER,
+    tbl.InvalidTableData: INVALID_PARAMETER,
+    tbl.QueryRejected: INVALID_QUERY,
+    eng.InvalidApplyRequest: INVALID_PARAMETER,
+    eng.ScriptFailed: SCRIPT_ERROR,
+    eng.ResultNotSerializable: NOT_SERIALIZABLE,
+    eng.OutputTooLong: OUTPUT_TOO_LONG,
+    eng.TimeLimitExceeded: TIME_LIMIT,
+    eng.Cancelled: CANCELLED,
+    eng.WorkerCrashed: WORKER_CRASHED,
+    eng.PoolBusy: BUSY,
+    eng.JobQueueFull: BUSY,
+    eng.JobNotFound: NOT_FOUND,
+    eng.JobNotReady: NOT_FOUND,
+}
+
+
+class BadRequest(Exception):
+    """Malformed request that no domain package could judge (bad JSON, wrong field types)."""
+
+
+class PayloadTooLarge(Exception):
+    """A request body over the configured limit."""
+
+
+ERROR_TABLE[BadRequest] = INVALID_PARAMETER
+ERROR_TABLE[PayloadTooLarge] = TOO_LARGE
+
+
+def lookup(exc: BaseException) -> ErrorCode | None:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return None
+
+
+def oml_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errorCode": code, "errorMessage": message}, status_code=status, headers=headers)
+
+
+def _headers(ec: ErrorCode, exc: Exception) -> dict[str, str] | None:
+    if ec.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if ec.status == 503:
+        return {"Retry-After": str(getattr(exc, "retry_after", 1))}
+    return None
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    ec = lookup(exc)
+    if ec is None:  # pragma: no cover - registered only for mapped classes
+        return await _unexpected(request, exc)
+    return oml_error(ec.status, ec.code, str(exc), _headers(ec, exc))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return oml_error(400, INVALID_PARAMETER.code, "Invalid request: " + "; ".join(parts))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: TOO_LARGE}.get(
+        exc.status_code, ErrorCode(exc.status_code, 1000 + exc.status_code % 1000)
+    )
+    detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"Resource not found: {request.url.path}"
+    return oml_error(exc.status_code, code.code, detail, dict(exc.headers or {}) or None)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("Unexpected error on %s %s", request.method, request.url.path)
+    return oml_error(500, INTERNAL.code, "Internal server error; the server log has the details")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers: domain errors by table, validation errors as 400, the rest as OML 500."""
+    for cls in ERROR_TABLE:
+        app.add_exception_handler(cls, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

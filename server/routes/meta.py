@@ -1,0 +1,45 @@
+"""Operational endpoints: `/health` (alive), `/ready` (database and workers usable), `/metrics` (Prometheus,
+for administrators: scrape with an API client's credentials through `/oauth/token`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from server.deps import AdminUser, ServicesDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: the metadata store answers and workers can run code")
+def ready(services: ServicesDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        with services.sessions() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:  # noqa: BLE001 - reported, not raised
+        checks["database"] = f"failing: {type(e).__name__}"
+    pool = services.pool
+    stats = pool.stats() if pool is not None else None
+    usable = stats is not None and stats["fresh"] + stats["idle"] + stats["busy"] > 0
+    checks["workers"] = stats if stats is not None else "not started"
+    ok = checks["database"] == "ok" and usable
+    return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics (administrators)")
+def metrics(request: Request, _: AdminUser) -> Response:
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)

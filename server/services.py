@@ -1,0 +1,97 @@
+"""What a running server holds: settings, the metadata store, the token signer, the user-data store."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from engines.identity import worker_limits
+from engines.pool import PoolConfig, WorkerPool
+from server.auth import service as auth_service
+from server.auth.keys import load_signing_key
+from server.auth.tokens import TokenSigner
+from server.cache import TTLCache
+from server.db import create_metadata_engine, run_migrations, session_factory
+from server.settings import Settings
+
+if TYPE_CHECKING:
+    from engines.scheduler import JobScheduler
+    from server.bridge import AppBridge
+from tables.pg_store import PostgresStore
+from tables.sqlite_store import SqliteStore
+from tables.store import UserDataStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    signer: TokenSigner
+    user_data: UserDataStore
+    #: The worker pool; started by the app's lifespan (the CLI's admin commands run without one).
+    pool: WorkerPool | None = None
+    #: Serves the requests of workers' `import oml` in-process.
+    bridge: AppBridge | None = None
+    #: Runs async jobs; started by the app's lifespan.
+    jobs: JobScheduler | None = None
+    #: Token sessions and scripts recently checked (cleared by every change made through this server).
+    auth_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
+    script_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
+    #: Identifies these services (this process's view of its stores) to workers.
+    instance: str = field(default_factory=lambda: secrets.token_hex(6))
+
+    def forget_lookups(self) -> None:
+        """Drop cached sessions and scripts (after a change to users, tokens, scripts or grants)."""
+        self.auth_cache.clear()
+        self.script_cache.clear()
+
+    def close(self) -> None:
+        pool = getattr(self.user_data, "adbc_pool", None)
+        if pool is not None:
+            pool.close()
+        self.engine.dispose()
+
+
+def make_pool(settings: Settings) -> WorkerPool:
+    """A worker pool configured from the settings (not started)."""
+    limits = worker_limits(
+        memory_mb=settings.worker_memory_mb,
+        cpu_seconds=settings.worker_cpu_seconds,
+        user_setting=settings.worker_user,
+        sandbox=settings.worker_sandbox,
+        connect_ports=tuple(settings.worker_allowed_ports),
+    )
+    return WorkerPool(
+        PoolConfig(
+            size=settings.workers,
+            warm=min(settings.warm_workers, settings.workers),
+            limits=limits,
+            preload=settings.worker_preload,
+        )
+    )
+
+
+def open_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Open the stores (creating the data directory, key and schema on first start)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    auth_service.configure_password_hashing(settings.password_hash_time_cost, settings.password_hash_memory_kib)
+    engine = create_metadata_engine(settings)
+    if migrate:
+        run_migrations(engine)
+    signer = TokenSigner(load_signing_key(settings), settings.token_ttl_s, settings.token_max_age_s)
+    user_data: UserDataStore
+    if engine.dialect.name == "sqlite":
+        user_data = SqliteStore(Path(settings.data_dir) / "schemas")
+    else:
+        user_data = PostgresStore(engine, roles=settings.pg_roles, role_prefix=settings.pg_role_prefix)
+    svc = Services(settings, engine, session_factory(engine), signer, user_data)
+    svc.auth_cache = TTLCache(settings.lookup_cache_s)
+    svc.script_cache = TTLCache(settings.lookup_cache_s)
+    return svc

@@ -1,0 +1,123 @@
+"""Settings: one class, read from `PYQD_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Shortest signing key accepted outside development, in bytes (HS256 wants at least 256 bits).
+MIN_SIGNING_KEY_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told; defaults run on a laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="PYQD_", extra="ignore")
+
+    data_dir: Path = Path("pyqd-data")
+    #: SQLAlchemy URL of the metadata store; None means SQLite inside `data_dir`.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Public base URL used in `Location` headers and links; None means derive it from the request.
+    public_url: str | None = None
+    #: Names of the `{tenant}` and `{database}` path segments this server answers to.
+    tenant: str = "PYQD"
+    database: str = "PYQD"
+    #: Development mode: allows a weak signing key and prints more.
+    dev: bool = False
+    signing_key: SecretStr | None = None
+    admin_password: SecretStr | None = None
+
+    #: Access-token lifetime, seconds (OML: 3600).
+    token_ttl_s: int = 3600
+    #: A token can be refreshed until this many seconds after the first issue (OML: 8 h).
+    token_max_age_s: int = 8 * 3600
+
+    #: argon2id cost of password and client-secret hashes (OWASP's first recommendation is t=3, 64 MiB;
+    #: lower it only for tests).
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65536
+
+    #: Seconds a checked token session or looked-up script is trusted without asking the database again.
+    #: Changes through this server take effect at once; with several servers, within this time.
+    lookup_cache_s: float = 2.0
+
+    #: Largest request body accepted for uploads (tables, datastore objects), bytes.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    #: Largest datastore (sum of its pickled objects), bytes.
+    datastore_max_bytes: int = 1024 * 1024 * 1024
+    #: Largest page of table rows served by the rows endpoint.
+    max_page_rows: int = 10_000
+
+    #: Create PostgreSQL roles per user so the database itself enforces table grants.
+    pg_roles: bool = True
+    #: Prefix for those roles; roles are cluster-wide, so it defaults to one per database.
+    pg_role_prefix: str | None = None
+
+    #: Server processes answering HTTP (each with its own worker pool of `workers`); they share the stores.
+    processes: int = 1
+    #: Worker processes running user code (at most, per server process), and how many fresh ones are kept ready.
+    workers: int = Field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 2)))
+    warm_workers: int = 2
+    #: Address-space limit of each worker, MiB.
+    worker_memory_mb: int = 4096
+    #: CPU-seconds a worker process may use in its life (RLIMIT_CPU); the pool retires workers that have used
+    #: three quarters of it, so a healthy call never meets the limit.
+    worker_cpu_seconds: int = 3600
+    #: OS account for workers when the server runs as root: "auto" picks `nobody` when it can read the
+    #: Python installation (else workers stay uid 0 with every capability dropped); "" keeps the server's.
+    worker_user: str = "auto"
+    #: Confine workers with Landlock (file access, TCP connects) when the kernel has it.
+    worker_sandbox: bool = True
+    #: TCP ports user code may connect to besides the server's own (only enforced with Landlock ≥ ABI 4).
+    worker_allowed_ports: list[int] = Field(default_factory=list)
+    #: Extra modules imported once into the worker template (comma list), e.g. "sklearn.linear_model".
+    worker_preload: str = "sklearn.linear_model,matplotlib.pyplot"
+    #: Time limit of a synchronous call, seconds (Oracle's gateway cuts at about 120 s).
+    sync_time_limit_s: float = 120.0
+    #: Seconds a call waits for a free worker before the server answers 503.
+    worker_wait_s: float = 30.0
+    #: Longest result (rows of a DataFrame, items of a list) a call may return; Oracle's is 5000.
+    output_limit: int = 10_000_000
+    #: Results larger than this are assembled in a temporary file in the data directory, not in memory.
+    result_spill_bytes: int = 8 * 1024 * 1024
+    #: Time limit of the input query, seconds.
+    query_time_limit_s: float = 600.0
+
+    #: Async jobs this server runs at once (the rest of the pool stays for synchronous calls).
+    job_concurrency: int = 2
+    #: Job timeout when the request gives none, and the largest allowed (Oracle: 1800 and 43200 s).
+    job_default_timeout_s: int = 1800
+    #: Jobs waiting to run, over all users, before submissions get 503.
+    job_queue_limit: int = 1000
+    #: How often a server says its jobs still run, and when a silent server's jobs are taken over.
+    job_heartbeat_s: float = 5.0
+    job_stale_after_s: float = 30.0
+    #: Runs of a job (first run and re-runs after a server stopped) before it is failed.
+    job_max_attempts: int = 2
+    #: Seconds finished jobs and their results are kept.
+    job_retention_s: float = 7 * 24 * 3600.0
+    #: Results larger than this are written to files in the data directory instead of the database.
+    job_spill_bytes: int = 32 * 1024 * 1024
+
+    log_level: str = Field(default="info")
+
+    @field_validator("tenant", "database")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    @property
+    def metadata_url(self) -> str:
+        """The metadata store's SQLAlchemy URL (SQLite in the data directory unless configured)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'pyqd.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.metadata_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""User tables: one schema per user, uploads, listing, grants, and reading rows (through the SQL gate)."""

@@ -1,0 +1,357 @@
+"""The SQL gate, first wall: one read-only query in Oracle's dialect, checked on its whole parse tree,
+rewritten for the backend with every table qualified by its owner schema. The database is the second wall:
+it runs the query read-only, as the caller (see `reader`).
+
+Identifiers follow Oracle's rules (unquoted names fold to upper case, quoted names keep their case), so
+`select * from iris` reads table IRIS on every backend, as it would on Oracle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from tables.errors import QueryRejected
+
+#: Longest query accepted, characters.
+MAX_SQL_CHARS = 100_000
+#: Statement and clause types that write, lock, change settings or are not plain queries.
+FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
+    getattr(exp, name)
+    for name in (
+        "DML",
+        "DDL",
+        "Drop",
+        "Alter",
+        "Command",
+        "Transaction",
+        "Commit",
+        "Rollback",
+        "Set",
+        "Pragma",
+        "Into",
+        "Lock",
+        "Copy",
+        "Attach",
+        "Detach",
+        "Use",
+        "LoadData",
+        "TruncateTable",
+        "Grant",
+        "Revoke",
+        "Analyze",
+        "Kill",
+        "Cache",
+        "Uncache",
+        "Refresh",
+        "Describe",
+        "Show",
+        "Summarize",
+        "Merge",
+        "Insert",
+        "Update",
+        "Delete",
+        "Create",
+        "Version",
+        "Parameter",
+        "Placeholder",
+        "Execute",
+        "ExecuteSql",
+    )
+    if hasattr(exp, name)
+)
+#: Function name prefixes and names that read files, sleep, talk to the network or change state.
+FORBIDDEN_FUNCTION_PREFIXES = ("pg_", "lo_", "dblink", "sqlite_", "txid_", "dbms_", "utl_")
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "load_extension",
+        "readfile",
+        "writefile",
+        "edit",
+        "fts3_tokenizer",
+        "set_config",
+        "current_setting",
+        "nextval",
+        "setval",
+        "currval",
+        "lastval",
+        "query_to_xml",
+        "query_to_xml_and_xmlschema",
+        "table_to_xml",
+        "cursor_to_xml",
+        "database_to_xml",
+        "schema_to_xml",
+        "xmlparse",
+        "copy",
+        "sleep",
+        "benchmark",
+        "randomblob",
+        "zeroblob",
+        "sqlite_offset",
+        "unistr",
+        "get_lock",
+        "release_lock",
+        "json_populate_record",
+    }
+)
+#: Functions sqlglot does not know that are still plain computations (Oracle and PostgreSQL spellings).
+ALLOWED_UNKNOWN_FUNCTIONS = frozenset(
+    {
+        "nvl2",
+        "instr",
+        "initcap",
+        "lpad",
+        "rpad",
+        "ltrim",
+        "rtrim",
+        "translate",
+        "to_number",
+        "to_char",
+        "to_date",
+        "to_timestamp",
+        "trunc",
+        "mod",
+        "sign",
+        "width_bucket",
+        "regexp_substr",
+        "regexp_instr",
+        "regexp_count",
+        "regexp_replace",
+        "months_between",
+        "add_months",
+        "last_day",
+        "next_day",
+        "soundex",
+        "ascii",
+        "chr",
+        "replace",
+        "reverse",
+        "abs",
+        "ceil",
+        "floor",
+        "round",
+        "power",
+        "sqrt",
+        "exp",
+        "ln",
+        "log",
+        "greatest",
+        "least",
+        "length",
+        "lower",
+        "upper",
+        "substr",
+        "concat",
+        "coalesce",
+        "ifnull",
+        "nullif",
+        "median",
+        "stddev",
+        "variance",
+        "stddev_pop",
+        "stddev_samp",
+        "var_pop",
+        "var_samp",
+        "corr",
+        "covar_pop",
+        "covar_samp",
+        "percentile_cont",
+        "percentile_disc",
+        "listagg",
+        "string_agg",
+        "group_concat",
+        "row_number",
+        "rank",
+        "dense_rank",
+        "ntile",
+        "lag",
+        "lead",
+        "first_value",
+        "last_value",
+        "cume_dist",
+        "percent_rank",
+        "date_trunc",
+        "extract",
+        "strftime",
+        "julianday",
+        "datetime",
+        "date",
+        "time",
+        "printf",
+        "format",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TableRef:
+    owner: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GatedQuery:
+    """A checked query: its tree (tables qualified with their owners) and the tables it reads."""
+
+    tree: exp.Query
+    tables: tuple[TableRef, ...]
+
+    def sql(self, dialect: str) -> str:
+        """The query for the backend's dialect, every identifier quoted."""
+        return self.tree.sql(dialect=dialect, identify=True)
+
+    def bounded_scan_of(self, owner: str) -> bool:
+        """Whether the query reads at most one table, of `owner`, once, without joins or recursion: its cost is
+        then bounded by that table's size (such queries may run on readers that cannot be interrupted)."""
+        if any(t.owner != owner for t in self.tables) or len(list(self.tree.find_all(exp.Table))) > 1:
+            return False
+        if any(True for _ in self.tree.find_all(exp.Join)):
+            return False
+        return not any(w.args.get("recursive") for w in self.tree.find_all(exp.With))
+
+    def limited(self, rows: int) -> GatedQuery:
+        """At most `rows` of the query's rows."""
+        return GatedQuery(exp.select("*").from_(self.tree.subquery("PYQD_Q")).limit(rows), self.tables)
+
+    def ordered_by(self, columns: list[str]) -> GatedQuery:
+        """The same rows sorted by `columns` (names as the query returns them)."""
+        outer = (
+            exp.select("*").from_(self.tree.subquery("PYQD_Q")).order_by(*[exp.column(c, quoted=True) for c in columns])
+        )
+        return GatedQuery(outer, self.tables)
+
+
+def column_name(text: str) -> str:
+    """A column name as Oracle reads it: unquoted folds to upper case, "quoted" keeps its case."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"' and '"' not in text[1:-1]:
+        return text[1:-1]
+    if not text or not all(ch.isalnum() or ch in "_$#" for ch in text):
+        raise QueryRejected(f"Invalid column name {text!r}")
+    return text.upper()
+
+
+def parse_query(sql: str, caller: str) -> GatedQuery:
+    """Check `sql` is one read-only query and qualify its tables (owner = caller when not given)."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise QueryRejected("The input query is empty")
+    if len(sql) > MAX_SQL_CHARS:
+        raise QueryRejected(f"The input query is longer than {MAX_SQL_CHARS} characters")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="oracle") if s is not None]
+    except (ParseError, TokenError) as e:
+        raise QueryRejected(f"Cannot parse the input query: {_first_line(e)}") from None
+    if len(statements) != 1:
+        raise QueryRejected("The input must be exactly one query")
+    tree = normalize_identifiers(statements[0], dialect="oracle")
+    if not isinstance(tree, exp.Query):
+        raise QueryRejected("The input must be a query (SELECT or WITH ... SELECT)")
+    for node in tree.walk():
+        _check_node(node)
+    _rewrite_rownum(tree)
+    _alias_subqueries(tree)
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    refs: list[TableRef] = []
+    for table in list(tree.find_all(exp.Table)):
+        ref = _qualify(table, caller, ctes)
+        if ref is not None and ref not in refs:
+            refs.append(ref)
+    return GatedQuery(tree, tuple(refs))
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+def _check_node(node: exp.Expr) -> None:
+    if isinstance(node, FORBIDDEN_NODES):
+        raise QueryRejected(f"Only read-only queries are allowed (found {node.key.upper()})")
+    if isinstance(node, exp.Func):
+        name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+        if name.startswith(FORBIDDEN_FUNCTION_PREFIXES) or name in FORBIDDEN_FUNCTIONS:
+            raise QueryRejected(f"Function {name.upper()} is not allowed in input queries")
+        if isinstance(node, exp.Anonymous) and name not in ALLOWED_UNKNOWN_FUNCTIONS:
+            raise QueryRejected(f"Function {name.upper()} is not allowed in input queries")
+
+
+def _qualify(table: exp.Table, caller: str, ctes: set[str]) -> TableRef | None:
+    if not isinstance(table.this, exp.Identifier):
+        raise QueryRejected("Table functions are not allowed in input queries")
+    if table.catalog:
+        raise QueryRejected(f"Invalid table reference {table.sql(dialect='oracle')}")
+    name, owner = table.name, table.db
+    if not owner and name in ctes:
+        return None
+    if not owner and name == "DUAL":
+        _drop_dual(table)
+        return None
+    owner = owner or caller
+    table.set("db", exp.to_identifier(owner, quoted=True))
+    return TableRef(owner, name)
+
+
+def _alias_subqueries(tree: exp.Query) -> None:
+    """Oracle allows `FROM (SELECT ...)` without an alias; PostgreSQL needs one."""
+    for n, sub in enumerate(tree.find_all(exp.Subquery)):
+        if not sub.alias and isinstance(sub.parent, exp.From | exp.Join):
+            sub.set("alias", exp.TableAlias(this=exp.to_identifier(f"PYQD_S{n}", quoted=True)))
+
+
+def _drop_dual(table: exp.Table) -> None:
+    """`FROM DUAL` means no table at all (PostgreSQL and SQLite need no FROM)."""
+    select = table.find_ancestor(exp.Select)
+    source = select.args.get("from_") if select is not None else None
+    if select is None or source is None or source.this is not table or select.args.get("joins"):
+        raise QueryRejected("DUAL can only be used alone in a FROM clause")
+    select.set("from_", None)
+
+
+def _rewrite_rownum(tree: exp.Query) -> None:
+    """`WHERE ROWNUM <= n` (alone or ANDed) becomes LIMIT n; any other ROWNUM is refused."""
+    for col in list(tree.find_all(exp.Column)):
+        if col.name != "ROWNUM" or col.table:
+            continue
+        cmp = col.parent
+        select = col.find_ancestor(exp.Select)
+        where = col.find_ancestor(exp.Where)
+        limit = _rownum_limit(cmp, col)
+        if (
+            limit is None
+            or select is None
+            or where is None
+            or where.parent is not select
+            or select.args.get("order")
+            or select.args.get("group")
+        ) or cmp is None:
+            raise QueryRejected("ROWNUM is supported only as WHERE ROWNUM < n or ROWNUM <= n (without ORDER BY)")
+        parent = cmp.parent
+        if isinstance(parent, exp.Where):
+            select.set("where", None)
+        elif isinstance(parent, exp.And):
+            other = parent.right if parent.left is cmp else parent.left
+            parent.replace(other)
+        else:
+            raise QueryRejected("ROWNUM is supported only as WHERE ROWNUM < n or ROWNUM <= n (without ORDER BY)")
+        select.set("limit", exp.Limit(expression=exp.Literal.number(max(limit, 0))))
+
+
+def _rownum_limit(cmp: exp.Expr | None, col: exp.Column) -> int | None:
+    if not isinstance(cmp, exp.LT | exp.LTE | exp.GT | exp.GTE):
+        return None
+    left_is_col = cmp.left is col
+    other = cmp.right if left_is_col else cmp.left
+    if not isinstance(other, exp.Literal) or other.is_string:
+        return None
+    try:
+        n = int(float(other.this))
+    except ValueError:
+        return None
+    if (isinstance(cmp, exp.LTE) and left_is_col) or (isinstance(cmp, exp.GTE) and not left_is_col):
+        return n
+    if (isinstance(cmp, exp.LT) and left_is_col) or (isinstance(cmp, exp.GT) and not left_is_col):
+        return n - 1
+    return None

@@ -1,0 +1,41 @@
+"""Input queries for execution: check one through the gate (grants included), then stream its rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+from sqlalchemy.orm import Session
+
+from tables import pg_query, sqlite_query
+from tables.errors import QueryRejected
+from tables.gate import GatedQuery, parse_query
+from tables.pg_store import PostgresStore
+from tables.service import can_read
+from tables.sqlite_store import SqliteStore
+from tables.store import UserDataStore
+
+#: Rows per record batch read from the database.
+BATCH_ROWS = 65_536
+
+
+def gate_query(session: Session, store: UserDataStore, caller: str, sql: str) -> GatedQuery:
+    """The query, if it is one read-only query over tables the caller may read (else QueryRejected, which never
+    tells a missing table from one the caller may not see)."""
+    gated = parse_query(sql, caller)
+    for ref in gated.tables:
+        if not can_read(session, caller, ref.owner, ref.name) or store.describe(ref.owner, ref.name) is None:
+            raise QueryRejected(f"Table or view does not exist: {ref.owner}.{ref.name}")
+    return gated
+
+
+def stream_query(
+    store: UserDataStore, gated: GatedQuery, caller: str, *, timeout_s: float, batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """The query's rows as record batches, read by the database as the caller, read-only."""
+    if isinstance(store, SqliteStore):
+        owners = {ref.owner for ref in gated.tables}
+        return sqlite_query.stream({o: str(store.path(o)) for o in owners}, gated, caller, batch_rows, timeout_s)
+    if isinstance(store, PostgresStore):
+        return pg_query.stream(store.adbc_pool, gated, store.role_for(caller), batch_rows, timeout_s)
+    raise TypeError(f"no query reader for {type(store).__name__}")

@@ -1,0 +1,243 @@
+"""Shared fixtures: a fresh store per test on SQLite (a real file) and on PostgreSQL (a real database
+cloned from a migrated template made once per run, all dropped afterwards)."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+
+from engines.pool import WorkerPool
+from server.app import create_app
+from server.db import run_migrations
+from server.services import Services, make_pool, open_services
+from server.settings import Settings
+from tables.pg_store import default_role_prefix
+
+#: Where the test PostgreSQL lives; the databases made here are dropped when the run ends.
+PG_ADMIN_DSN = os.environ.get("PYQD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_PASSWORD = "admin-test-password"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_url(dbname: str) -> str:
+    conninfo = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    conninfo["dbname"] = dbname
+    return "postgresql+psycopg://" + _netloc(conninfo) + f"/{dbname}"
+
+
+def _netloc(c: dict) -> str:
+    user = c.get("user", "postgres")
+    password = f":{c['password']}" if c.get("password") else ""
+    return f"{user}{password}@{c.get('host', '127.0.0.1')}:{c.get('port', 5432)}"
+
+
+def _admin_execute(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated database to clone per test (CREATE DATABASE ... TEMPLATE is fast)."""
+    try:
+        _admin_execute("SELECT 1")
+    except psycopg.OperationalError as e:  # pragma: no cover - environment problem
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({e}); start it (see .ci/run)")
+    name = f"pyqd_t_{os.getpid()}_{secrets.token_hex(3)}"
+    _admin_execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(_pg_url(name))
+    run_migrations(engine)
+    engine.dispose()
+    yield name
+    _drop_database(name)
+
+
+def _drop_database(name: str) -> None:
+    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _drop_roles(prefix: str) -> None:
+    """Roles are cluster-wide: drop the ones the test's database made (after the database itself)."""
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (prefix + "%",))]
+        for role in roles:
+            conn.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role)))
+
+
+_clone_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, tmp_path) -> Iterator[Settings]:  # noqa: ANN001
+    """Settings for a fresh, empty store on each backend."""
+    common = dict(
+        data_dir=tmp_path / "data",
+        admin_password=ADMIN_PASSWORD,
+        password_hash_time_cost=1,
+        password_hash_memory_kib=1024,
+    )
+    if request.param == "sqlite":
+        yield Settings(**common)
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"{template}_{next(_clone_counter)}"
+    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield Settings(database_url=_pg_url(name), **common)
+    finally:
+        _drop_database(name)
+        _drop_roles(default_role_prefix(name))
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path) -> Settings:  # noqa: ANN001
+    """Settings on SQLite only, for tests whose subject does not touch the database (worker faults)."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        admin_password=ADMIN_PASSWORD,
+        password_hash_time_cost=1,
+        password_hash_memory_kib=1024,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker_pool() -> Iterator[WorkerPool]:
+    """One warm worker pool for the run (starting the template costs about a second); tests that break
+    workers on purpose make their own."""
+    pool = make_pool(Settings(workers=4, warm_workers=2))
+    pool.start()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def services(settings: Settings, worker_pool: WorkerPool) -> Iterator[Services]:
+    svc = open_services(settings)
+    svc.pool = worker_pool
+    yield svc
+    svc.close()
+
+
+@dataclass
+class Api:
+    """A TestClient plus helpers to make users and tokens."""
+
+    client: TestClient
+    services: Services
+
+    def token(self, user: str, password: str) -> str:
+        r = self.client.post(
+            "/omlusers/api/oauth2/v1/token", json={"grant_type": "password", "username": user, "password": password}
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["accessToken"]
+
+    def headers(self, user: str, password: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user, password)}"}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.headers("ADMIN", ADMIN_PASSWORD)
+
+    def user(self, name: str, password: str | None = None, *, admin: bool = False) -> dict[str, str]:
+        """Create a user through the admin API and return bearer headers for it."""
+        password = password or f"pw-{name}"
+        r = self.client.post(
+            "/oml/api/pyqd/v1/admin/users",
+            headers=self.admin,
+            json={"name": name, "password": password, "admin": admin},
+        )
+        assert r.status_code == 201, r.text
+        return self.headers(name, password)
+
+    def script(self, headers: dict[str, str], name: str, source: str, **fields: object) -> None:
+        """Store a script (overwriting)."""
+        r = self.client.post(
+            "/oml/api/pyqd/v1/scripts",
+            headers=headers,
+            json={"name": name, "script": source, "overwrite": True, **fields},
+        )
+        assert r.status_code == 201, r.text
+
+    def table(self, headers: dict[str, str], name: str, df: pd.DataFrame) -> None:
+        """Upload a DataFrame as a table (replacing)."""
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        r = self.client.post(
+            f"/oml/api/pyqd/v1/tables/{name}?mode=replace&format=parquet", headers=headers, content=buf.getvalue()
+        )
+        assert r.status_code == 201, r.text
+
+    def run(
+        self,
+        headers: dict[str, str],
+        verb: str,
+        script: str,
+        body: dict | None = None,
+        owner: str | None = None,
+        version: str = "v1",
+    ) -> httpx.Response:
+        """POST an execution verb (`do-eval`, `row-apply`, ...) and return the response."""
+        path = f"/oml/api/py-scripts/{version}/{verb}/{script}" + (f"/{owner}" if owner else "")
+        return self.client.post(path, headers=headers, json=body or {})
+
+
+@pytest.fixture
+def api(services: Services) -> Iterator[Api]:
+    with TestClient(create_app(services=services)) as client:
+        yield Api(client, services)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def live_server(services: Services) -> Iterator[str]:
+    """The app on a real socket (uvicorn in a thread), for clients that speak real HTTP."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(services=services), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=20)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=20)
+    sock.close()
+
+
+@pytest.fixture
+def oml_user(live_server: str, services: Services) -> Iterator[tuple[str, str, str]]:
+    """A user on the live server: (url, name, password); the `oml` module is disconnected afterwards."""
+    import oml
+    from server import accounts
+
+    accounts.add_user(services, "OML_USER", "oml-user-pw")
+    yield live_server, "OML_USER", "oml-user-pw"
+    oml.disconnect()

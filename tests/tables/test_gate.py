@@ -1,0 +1,120 @@
+"""The SQL gate's first wall: what it lets through, how it rewrites it, and what it refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from tables.errors import QueryRejected
+from tables.gate import TableRef, column_name, parse_query
+
+HOSTILE = [
+    "delete from iris",
+    "DROP TABLE iris",
+    "insert into iris select * from iris",
+    "update iris set species = 'x'",
+    "truncate table iris",
+    "select * from iris; delete from iris",
+    "select 1; select 2",
+    "with x as (delete from iris returning *) select * from x",
+    "with x as (insert into iris values (1) returning *) select * from x",
+    "select * into stolen from iris",
+    "select * from iris for update",
+    "select pg_read_file('/etc/passwd')",
+    "select pg_sleep(100)",
+    "select lo_import('/etc/passwd')",
+    "select * from dblink('host=evil', 'select 1') as t(a int)",
+    "select load_extension('/tmp/evil.so')",
+    "select readfile('/etc/passwd')",
+    "select set_config('role', 'postgres', false)",
+    "select nextval('seq')",
+    "select query_to_xml('delete from iris', true, true, '')",
+    "select * from generate_series(1, 1000000000)",
+    "select * from pg_catalog.pg_authid.x",
+    "select :secret from iris",
+    "select * from iris where species = ?",
+    "copy iris to '/tmp/x'",
+    "grant select on iris to public",
+    "set role postgres",
+    "begin",
+    "attach database '/etc/passwd' as x",
+    "pragma writable_schema = 1",
+    "select evil_function(1) from iris",
+    "select rownum, species from iris",
+    "",
+    "   ",
+    "select * from",
+]
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_refuses_anything_but_one_read_only_query(sql):
+    with pytest.raises(QueryRejected):
+        parse_query(sql, "ALICE")
+
+
+def test_refuses_overlong_queries():
+    with pytest.raises(QueryRejected, match="longer than"):
+        parse_query("select 1 from dual where 1 = 1" + " and 1 = 1" * 20_000, "ALICE")
+
+
+def test_unquoted_names_fold_to_upper_case_and_tables_get_their_owner():
+    g = parse_query('select species, "petal_width" from iris', "ALICE")
+    assert g.tables == (TableRef("ALICE", "IRIS"),)
+    assert g.sql("postgres") == 'SELECT "SPECIES", "petal_width" FROM "ALICE"."IRIS"'
+
+
+def test_other_owners_tables_are_kept_qualified():
+    g = parse_query("select * from bob.sales s join iris i on s.id = i.id", "ALICE")
+    assert g.tables == (TableRef("BOB", "SALES"), TableRef("ALICE", "IRIS"))
+
+
+def test_cte_names_are_not_tables():
+    g = parse_query("with q as (select * from iris) select count(*) from q", "ALICE")
+    assert g.tables == (TableRef("ALICE", "IRIS"),)
+
+
+def test_dual_becomes_no_table_at_all():
+    g = parse_query("select 1 as one from dual", "ALICE")
+    assert g.tables == ()
+    assert g.sql("sqlite") == 'SELECT 1 AS "ONE"'
+
+
+@pytest.mark.parametrize(
+    ("sql", "limit"),
+    [
+        ("select * from iris where rownum <= 5", "LIMIT 5"),
+        ("select * from iris where rownum < 5", "LIMIT 4"),
+        ("select * from iris where 10 > rownum and species = 'x'", "LIMIT 9"),
+    ],
+)
+def test_rownum_filters_become_limits(sql, limit):
+    out = parse_query(sql, "ALICE").sql("postgres")
+    assert out.endswith(limit) and "ROWNUM" not in out
+
+
+def test_oracle_functions_are_translated():
+    out = parse_query(
+        "select nvl(species, 'none') s, decode(x, 1, 'a', 'b') d from iris fetch first 3 rows only", "ALICE"
+    ).sql("sqlite")
+    assert "COALESCE" in out and "CASE" in out and "LIMIT 3" in out
+
+
+def test_ordered_by_wraps_the_query():
+    g = parse_query("select * from iris", "ALICE").ordered_by(["SPECIES", "x"])
+    assert g.sql("postgres") == 'SELECT * FROM (SELECT * FROM "ALICE"."IRIS") AS "PYQD_Q" ORDER BY "SPECIES", "x"'
+
+
+@pytest.mark.parametrize(("text", "name"), [("species", "SPECIES"), (' "Mixed" ', "Mixed"), ("A_B$1", "A_B$1")])
+def test_column_names_follow_oracle_rules(text, name):
+    assert column_name(text) == name
+
+
+@pytest.mark.parametrize("text", ["a b", "x;drop", '"a"b"', ""])
+def test_bad_column_names_are_refused(text):
+    with pytest.raises(QueryRejected):
+        column_name(text)
+
+
+def test_subqueries_in_from_get_an_alias_for_postgresql():
+    out = parse_query("select count(*) from (select * from iris)", "ALICE").sql("postgres")
+    assert out == 'SELECT COUNT(*) FROM (SELECT * FROM "ALICE"."IRIS") AS "PYQD_S0"'
