@@ -16,6 +16,8 @@ ALGORITHM = "HS256"
 #: Claims every token must carry. (No `iat`: `oat` and `exp` say all we need, and old APEX keeps
 #: tokens in VARCHAR2(255), so every byte counts.)
 REQUIRED_CLAIMS = ["sub", "sid", "exp", "oat"]
+#: How many verified tokens `TokenSigner.decode` remembers (forgets them all when full).
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class TokenSigner:
         self._key = key
         self.ttl_s = ttl_s
         self.max_age_s = max_age_s
+        #: Tokens whose signature and claims checked out, by their exact text. A client sends the same token
+        #: on every call; verifying it again costs more than the rest of a trivial call's auth. Only expiry
+        #: can change for an unchanged string, and it is checked on every hit. Revocation is not a property
+        #: of the token: the caller checks the session either way.
+        self._verified: dict[str, TokenClaims] = {}
 
     def issue(
         self, user: str, *, client_id: str | None = None, now: float | None = None, ttl_s: int | None = None
@@ -75,6 +82,19 @@ class TokenSigner:
 
     def decode(self, token: str) -> TokenClaims:
         """Verify signature, algorithm and expiry; raise TokenInvalid otherwise."""
+        claims = self._verified.get(token)
+        if claims is not None:
+            if time.time() >= claims.expires_at:  # as PyJWT: expired once now reaches exp
+                self._verified.pop(token, None)
+                raise TokenInvalid("The access token has expired")
+            return claims
+        claims = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             data = jwt.decode(token, self._key, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS})
         except jwt.ExpiredSignatureError:

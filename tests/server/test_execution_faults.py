@@ -110,7 +110,8 @@ def test_memory_bomb_is_refused_by_the_memory_limit(sqlite_settings):
     ) as api:
         headers = api.user("ALICE")
         api.script(headers, "ok", "def ok():\n    return 'fine'\n")
-        api.script(headers, "hog", "def hog():\n    blocks = []\n    while True:\n        blocks.append(bytearray(64 << 20))\n")
+        hog = "def hog():\n    blocks = []\n    while True:\n        blocks.append(bytearray(64 << 20))\n"
+        api.script(headers, "hog", hog)
         r = api.run(headers, "do-eval", "hog")
         body = r.json()
         assert (r.status_code, body["errorCode"]) in ((400, 1030), (500, 1050)), body

@@ -108,8 +108,7 @@ def test_several_server_processes_share_one_first_start(tmp_path):
     """`--processes 2`: both processes start on a fresh data directory at once; one key, one ADMIN, printed once;
     both answer, run code and share the stores."""
     data = tmp_path / "pyqd-data"
-    server = ServerProcess("--data-dir", str(data), "--processes", "2", env=clean_env(PYQD_WORKERS="1"),
-                           cwd=tmp_path)
+    server = ServerProcess("--data-dir", str(data), "--processes", "2", env=clean_env(PYQD_WORKERS="1"), cwd=tmp_path)
     try:
         password = server.wait_line(ADMIN_LINE).group(1)
         server.wait_healthy(timeout=60)
@@ -118,8 +117,10 @@ def test_several_server_processes_share_one_first_start(tmp_path):
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
             src = "def pid():\n    import os\n    return os.getppid()\n"
             assert c.post("/oml/api/pyqd/v1/scripts", json={"name": "pid", "script": src}).status_code == 201
-            answers = [c.post("/oml/api/py-scripts/v1/do-eval/pid", json={}, headers={"Connection": "close"})
-                       for _ in range(12)]
+            answers = [
+                c.post("/oml/api/py-scripts/v1/do-eval/pid", json={}, headers={"Connection": "close"})
+                for _ in range(12)
+            ]
             assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
             assert len(list(c.get("/oml/api/py-scripts/v1/scripts").json()["result"])) == 1
     finally:

@@ -181,3 +181,24 @@ def test_tokens_are_plain_hs256_jwts():
     """Any JWT library verifies them with the key (nothing pyqd-specific in the envelope)."""
     token = signer().issue("ALICE").token
     assert jwt.decode(token, KEY, algorithms=["HS256"])["sub"] == "ALICE"
+
+
+def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
+    """decode() remembers verified tokens; the expiry check must still apply to a remembered one."""
+    s = signer()
+    issued = s.issue("ALICE", ttl_s=60)
+    assert s.decode(issued.token) == issued.claims
+    assert s.decode(issued.token) == issued.claims
+    later = issued.claims.expires_at
+    monkeypatch.setattr("server.auth.tokens.time.time", lambda: later)
+    with pytest.raises(TokenInvalid, match="expired"):
+        s.decode(issued.token)
+
+
+def test_a_tampered_copy_of_a_verified_token_is_refused():
+    s = signer()
+    issued = s.issue("ALICE")
+    s.decode(issued.token)
+    head, body, sig = issued.token.split(".")
+    with pytest.raises(TokenInvalid):
+        s.decode(f"{head}.{body}.{sig[:-2]}{'A' if sig[-2] != 'A' else 'B'}{sig[-1]}")
