@@ -14,15 +14,9 @@ from sklearn.linear_model import LinearRegression
 
 import oml
 from bench.server import pg_database, running_server
+from bench.small import REGR_PREDICT
 from tests.data import iris_frame
 
-REGR_PREDICT = """def regr_predict(dat):
-    import oml
-    import pandas as pd
-    regr = oml.ds.load(name="ds_regr", to_globals=False)["regr"]
-    pred = regr.predict(dat[["SEPAL_LENGTH", "SEPAL_WIDTH", "PETAL_LENGTH"]])
-    return pd.concat([dat[["SPECIES", "PETAL_WIDTH"]], pd.DataFrame(pred, columns=["Pred_PETAL_WIDTH"])], axis=1)
-"""
 SCORE = """def score(dat):
     import oml
     import pandas as pd

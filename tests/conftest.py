@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -197,6 +198,22 @@ class Api:
 def api(services: Services) -> Iterator[Api]:
     with TestClient(create_app(services=services)) as client:
         yield Api(client, services)
+
+
+@contextmanager
+def own_pool_api(sqlite_settings: Settings, **overrides: object) -> Iterator[Api]:
+    """A TestClient over services with a worker pool of their own (settings overridden), for tests that break
+    workers on purpose or need to know who holds them."""
+    settings = sqlite_settings.model_copy(update=overrides)
+    svc = open_services(settings)
+    svc.pool = make_pool(settings)
+    svc.pool.start()
+    try:
+        with TestClient(create_app(services=svc)) as client:
+            yield Api(client, svc)
+    finally:
+        svc.pool.close()
+        svc.close()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:

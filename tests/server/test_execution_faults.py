@@ -6,35 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.services import make_pool, open_services
-from tests.conftest import Api, wait_for
-
-
-@contextmanager
-def fault_server(sqlite_settings, **overrides):
-    """A TestClient over services with a small worker pool of their own, settings overridden."""
-    settings = sqlite_settings.model_copy(update=overrides)
-    svc = open_services(settings)
-    svc.pool = make_pool(settings)
-    svc.pool.start()
-    try:
-        with TestClient(create_app(services=svc)) as client:
-            yield Api(client, svc)
-    finally:
-        svc.pool.close()
-        svc.close()
+from tests.conftest import own_pool_api, wait_for
 
 
 @pytest.fixture
 def fault_api(sqlite_settings):
-    with fault_server(
+    with own_pool_api(
         sqlite_settings,
         workers=2,
         warm_workers=1,
@@ -105,7 +86,7 @@ def test_infinite_loop_hits_the_time_limit(fault_api, user):
 
 def test_memory_bomb_is_refused_by_the_memory_limit(sqlite_settings):
     # A time limit far above what filling the allowance takes, so only the memory limit can stop it.
-    with fault_server(
+    with own_pool_api(
         sqlite_settings, workers=1, warm_workers=1, worker_memory_mb=512, sync_time_limit_s=120.0, worker_preload=""
     ) as api:
         headers = api.user("ALICE")
@@ -152,7 +133,7 @@ def test_child_processes_die_with_their_worker(fault_api, user):
 
 
 def test_a_worker_over_its_cpu_allowance_dies_with_sigxcpu_and_is_replaced(sqlite_settings):
-    with fault_server(
+    with own_pool_api(
         sqlite_settings, workers=1, warm_workers=1, worker_cpu_seconds=1, sync_time_limit_s=30.0, worker_preload=""
     ) as api:
         headers = api.user("ALICE")

@@ -7,11 +7,8 @@ import uuid
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.services import make_pool, open_services
-from tests.conftest import Api, wait_for
+from tests.conftest import own_pool_api, wait_for
 from tests.data import iris_frame
 
 SLOW = "def slow(t=0.2):\n    import time\n    time.sleep(t)\n    return {'slept': t}\n"
@@ -152,18 +149,10 @@ def test_a_job_past_its_timeout_is_timed_out_and_frees_its_workers(api, user):
 @pytest.fixture
 def small_api(sqlite_settings):
     """One worker only: what a job holds, nobody else has."""
-    settings = sqlite_settings.model_copy(
-        update={"workers": 1, "warm_workers": 1, "worker_preload": "", "worker_wait_s": 2.0, "job_heartbeat_s": 0.2}
-    )
-    svc = open_services(settings)
-    svc.pool = make_pool(settings)
-    svc.pool.start()
-    try:
-        with TestClient(create_app(services=svc)) as client:
-            yield Api(client, svc)
-    finally:
-        svc.pool.close()
-        svc.close()
+    with own_pool_api(
+        sqlite_settings, workers=1, warm_workers=1, worker_preload="", worker_wait_s=2.0, job_heartbeat_s=0.2
+    ) as api:
+        yield api
 
 
 def test_deleting_a_running_job_frees_its_workers_at_once(small_api):
