@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from engines.errors import OutputTooLong, ResultNotSerializable
+from engines.errors import OutputTooLarge, OutputTooLong, ResultNotSerializable
 from engines.protocol import Kind, UnitResult
 
 #: Bytes read from a spilled body at a time when sending it.
@@ -81,6 +81,11 @@ class Sink:
         else:
             self._parts.append(data)
 
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
     def finish(self) -> Body:
         if self._file is None:
             return Body(b"".join(self._parts), None, self._size)
@@ -111,9 +116,10 @@ class Assembler:
         graphics: bool = False,
         result_format: str = "json",
         output_limit: int = 10_000_000,
+        output_max_bytes: int = 256 * 1024**2,
     ) -> None:
         self.kind, self.sink, self.graphics, self.format = kind, sink, graphics, result_format
-        self.output_limit = output_limit
+        self.output_limit, self.output_max_bytes = output_limit, output_max_bytes
         if result_format != "pickle":
             sink.write(b'{"result":')  # the whole answer body, as OML frames it
         self.units = 0
@@ -149,6 +155,8 @@ class Assembler:
         if self.kind in ("group", "index") or (self.kind == "row" and not self._splice):
             if self.units > self.output_limit:
                 raise OutputTooLong(self.output_limit)
+        if self.sink.size > self.output_max_bytes:
+            raise OutputTooLarge(self.output_max_bytes)
 
     def _splice_mode(self, r: UnitResult) -> bool:
         if self._splice is None:

@@ -5,6 +5,7 @@ ExecutionError
 ├── ScriptFailed(message, stdout)  the user's function raised; message has the script's traceback
 ├── ResultNotSerializable(message) the function returned something with no JSON rendering
 ├── OutputTooLong(limit)           the result is longer than the output limit (OML's errorCode 1024)
+│   └── OutputTooLarge(max_bytes)  the result is bigger than the output size limit, in bytes
 ├── TimeLimitExceeded(seconds)     the call ran past its time limit; its workers were killed
 ├── WorkerCrashed(message)         a worker died (os._exit, segfault, SIGKILL, out of memory)
 ├── PoolBusy(retry_after)          no worker became free in time
@@ -36,6 +37,12 @@ class OutputTooLong(ExecutionError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"Output exceeds maximum length {limit}")
+
+
+class OutputTooLarge(OutputTooLong):
+    def __init__(self, max_bytes: int) -> None:
+        self.limit = self.max_bytes = max_bytes
+        ExecutionError.__init__(self, f"Output exceeds maximum size of {max_bytes} bytes")
 
 
 class TimeLimitExceeded(ExecutionError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import stat
 import sys
 
 from engines.protocol import WorkerLimits
@@ -13,39 +12,69 @@ from engines.protocol import WorkerLimits
 log = logging.getLogger("pyqd.pool")
 
 
-def _readable_by_others(path: str) -> bool:
-    """Whether an unrelated account can reach `path` (every ancestor searchable, the directory readable)."""
-    path = os.path.realpath(path)
-    parts = path.split(os.sep)
-    for i in range(2, len(parts) + 1):
-        mode = os.stat(os.sep.join(parts[:i]) or os.sep).st_mode
-        if not mode & stat.S_IXOTH:
-            return False
-    return bool(os.stat(path).st_mode & stat.S_IROTH)
+#: Accounts "auto" tries, in order: the dedicated one `scripts/setup-venv` makes when run as root, then nobody.
+AUTO_ACCOUNTS = ("pyqd-worker", "nobody")
+
+
+def can_run_python_as(uid: int, gid: int) -> bool:
+    """Whether that account can read what a worker imports: the standard library, the installed packages and
+    our own (checked for real, in a child process that switches to the account, so ACLs count too)."""
+    import numpy
+
+    import engines
+
+    probes = [os.__file__, numpy.__file__, os.path.join(engines.__path__[0], "__init__.py"), sys.executable]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            for path in probes:
+                with open(os.path.realpath(path), "rb") as f:
+                    f.read(1)
+                os.listdir(os.path.dirname(os.path.realpath(path)))
+            code = 0
+        except BaseException:  # noqa: BLE001 - any failure means "cannot"
+            pass
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def worker_account(setting: str) -> tuple[int, int] | None:
     """(uid, gid) for workers, or None to keep the server's (then root workers drop every capability)."""
     if os.getuid() != 0 or setting == "":
         return None
-    name = "nobody" if setting == "auto" else setting
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
+    names = AUTO_ACCOUNTS if setting == "auto" else (setting,)
+    for name in names:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            if setting != "auto":
+                raise ValueError(f"worker user {name!r} does not exist") from None
+            continue
+        if can_run_python_as(entry.pw_uid, entry.pw_gid):
+            return entry.pw_uid, entry.pw_gid
         if setting != "auto":
-            raise ValueError(f"worker user {name!r} does not exist") from None
-        return None
-    stdlib = os.path.dirname(os.__file__)
-    if setting == "auto" and not all(_readable_by_others(p) for p in (stdlib, sys.prefix)):
-        log.warning(
-            "workers run as root without capabilities: %s cannot read the Python installation (%s)", name, stdlib
-        )
-        return None
-    return entry.pw_uid, entry.pw_gid
+            raise ValueError(f"worker user {name!r} cannot read the Python installation (see scripts/setup-venv)")
+    log.warning(
+        "workers run as root without capabilities: neither of %s can read the Python installation "
+        "(run scripts/setup-venv as root to make the pyqd-worker account)",
+        ", ".join(AUTO_ACCOUNTS),
+    )
+    return None
 
 
 def worker_limits(
-    *, memory_mb: int, cpu_seconds: int, user_setting: str, sandbox: bool, connect_ports: tuple[int, ...]
+    *,
+    memory_mb: int,
+    cpu_seconds: int,
+    user_setting: str,
+    sandbox: bool,
+    scratch_mb: int = 1024,
+    max_processes: int | None = 512,
 ) -> WorkerLimits:
     account = worker_account(user_setting)
     return WorkerLimits(
@@ -54,5 +83,6 @@ def worker_limits(
         uid=account[0] if account else None,
         gid=account[1] if account else None,
         sandbox=sandbox,
-        connect_ports=connect_ports,
+        file_bytes=scratch_mb * 1024 * 1024,
+        max_processes=max_processes,
     )

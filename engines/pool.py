@@ -13,8 +13,9 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 
+from engines import wire
+from engines.channel import Channel, ChannelError
 from engines.errors import PoolBusy
 from engines.protocol import Task, UnitResult, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
@@ -28,6 +29,10 @@ RequestHandler = Callable[[tuple], tuple]
 MAINTENANCE_INTERVAL_S = 0.5
 #: Seconds a new worker may take to confine itself and say it is ready.
 READY_TIMEOUT_S = 30.0
+#: Seconds between checks of busy workers' scratch directories against their quota.
+SCRATCH_CHECK_INTERVAL_S = 0.2
+#: Prefix of workers' scratch directories; the server's pid follows, so a restart finds a dead server's ones.
+SCRATCH_PREFIX = "pyqd-worker-"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,16 @@ class PoolConfig:
     idle_timeout_s: float = 300.0
     #: Tasks after which a worker is replaced (bounds leaks in long-lived workers).
     max_tasks: int = 10_000
+    #: Most workers one user holds at once (None: half the pool, at least one), so others always get some.
+    per_user: int | None = None
+    #: Largest total size of a worker's scratch directory, bytes (the worker is killed when it grows past it).
+    scratch_bytes: int = 1024**3
+    #: Largest message a worker may send (its results for one task), bytes.
+    max_message_bytes: int = 2 * 1024**3
+
+    @property
+    def user_share(self) -> int:
+        return max(1, self.per_user if self.per_user is not None else self.size // 2)
 
 
 class WorkerDied(Exception):
@@ -57,13 +72,15 @@ class WorkerTimedOut(Exception):
 class Worker:
     """A handle on one worker process."""
 
-    def __init__(self, pid: int, conn: Connection, tmp_dir: str, confinement: str, pool: WorkerPool) -> None:
-        self.pid, self.conn, self.tmp_dir, self.confinement = pid, conn, tmp_dir, confinement
+    def __init__(self, pid: int, channel: Channel, tmp_dir: str, confinement: str, pool: WorkerPool) -> None:
+        self.pid, self.channel, self.tmp_dir, self.confinement = pid, channel, tmp_dir, confinement
         self.user: str | None = None
         self.tasks = 0
         self.last_used = time.monotonic()
         self.killed = False
-        #: The process died or its pipe broke: it must not be used again.
+        #: Why the pool killed it, when that is the worker's own fault (told to the caller).
+        self.kill_reason: str | None = None
+        #: The process died or its channel broke: it must not be used again.
         self.broken = False
         self._pool = pool
 
@@ -75,25 +92,35 @@ class Worker:
         on_request: RequestHandler | None = None,
     ) -> list[UnitResult]:
         """Send a task (and its Arrow IPC messages) and wait for its results, answering the requests the
-        script's `import oml` makes meanwhile with `on_request`; WorkerTimedOut or WorkerDied otherwise."""
+        script's `import oml` makes meanwhile with `on_request`; WorkerTimedOut or WorkerDied otherwise. A
+        message that breaks the channel's grammar kills the worker (WorkerDied)."""
         self.tasks += 1
         deadline = time.monotonic() + timeout_s
         try:
-            self.conn.send(task)
-            for message in data:
-                self.conn.send_bytes(message)
+            wire.send_task(self.channel, task, data)
             while True:
-                if not self.conn.poll(max(0.0, deadline - time.monotonic())):
+                if not self.channel.poll(max(0.0, deadline - time.monotonic())):
                     raise WorkerTimedOut()
-                reply = self.conn.recv()
-                if isinstance(reply, tuple) and reply and reply[0] == "http":
-                    answer = on_request(reply) if on_request else ("http-response", 503, [], b"")
-                    self.conn.send(answer)
+                header, blobs = self.channel.recv()
+                if header["t"] == "http":
+                    method, path, headers, body = wire.read_request(header, blobs)
+                    answer = on_request(("http", method, path, headers, body)) if on_request else None
+                    _, status, out_headers, out_body = answer or ("http-response", 503, [], b"")
+                    wire.send_response(self.channel, status, out_headers, out_body)
                     continue
-                return reply
-        except (EOFError, OSError, BrokenPipeError):
+                if header["t"] == "results":
+                    return wire.read_results(header, blobs, task.units)
+                raise ChannelError(f"unexpected message {header['t'][:40]!r}")
+        except ChannelError as e:
+            log.warning("worker %s broke the channel's rules (%s); killing it", self.pid, e)
+            self.kill_reason = self.kill_reason or f"sent a malformed message ({e})"
+            self.kill()
+            raise WorkerDied(f"the worker process {self.kill_reason} and was stopped") from None
+        except (EOFError, OSError):
             self.broken = True
             if self.killed:
+                if self.kill_reason:
+                    raise WorkerDied(f"the worker process {self.kill_reason} and was stopped") from None
                 raise WorkerDied("the worker was stopped") from None
             status = self._pool.spawner.exit_status(self.pid)
             raise WorkerDied(f"the worker process {describe_status(status)}") from None
@@ -107,8 +134,29 @@ class Worker:
         except (OSError, IndexError, ValueError):
             return 0.0
 
-    def kill(self) -> None:
-        """Kill the worker and everything it started."""
+    def scratch_bytes(self) -> int:
+        """Bytes the worker holds on disk: its scratch directory, plus files it deleted but keeps open."""
+        total = _open_deleted_bytes(self.pid)
+        stack = [self.tmp_dir]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as entries:
+                    for entry in entries:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            else:
+                                total += entry.stat(follow_symlinks=False).st_blocks * 512
+                        except OSError:
+                            continue
+            except OSError:
+                continue
+        return total
+
+    def kill(self, reason: str | None = None) -> None:
+        """Kill the worker and everything it started (the template kills what escaped its process group)."""
+        if reason and not self.kill_reason:
+            self.kill_reason = reason
         self.killed = True
         try:
             os.killpg(self.pid, signal.SIGKILL)
@@ -117,7 +165,7 @@ class Worker:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self.conn.close()
+        self.channel.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
@@ -131,17 +179,38 @@ class WorkerPool:
         self._busy: set[Worker] = set()
         self._starting = 0
         self._closed = False
-        #: Callers waiting in acquire(), in arrival order.
-        self._queue: deque[object] = deque()
+        #: Callers waiting in acquire(), in arrival order: (ticket, user).
+        self._queue: deque[tuple[object, str]] = deque()
+        self._watchdog: threading.Thread | None = None
+        #: Workers being started for a user in acquire() (they count against the user's share).
+        self._spawning: dict[str, int] = defaultdict(int)
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, wait: bool = False) -> None:
         """Start the template and the warm workers in the background (with `wait`, return once one is ready)."""
+        remove_stale_scratch()
         if wait:
             self._add_fresh()
         self._thread = threading.Thread(target=self._maintain, name="pyqd-pool", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch_scratch, name="pyqd-pool-scratch", daemon=True)
+        self._watchdog.start()
+
+    def _watch_scratch(self) -> None:
+        """Kill busy workers whose scratch space grew past the quota (their call fails with that reason)."""
+        quota = self.config.scratch_bytes
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                busy = list(self._busy)
+            for w in busy:
+                if not w.killed and w.scratch_bytes() > quota:
+                    log.warning("worker %s of %s went over its scratch quota", w.pid, w.user)
+                    w.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
+            with self._cond:
+                self._cond.wait(SCRATCH_CHECK_INTERVAL_S)
 
     def close(self) -> None:
         with self._cond:
@@ -172,26 +241,29 @@ class WorkerPool:
 
     # -- spawning --------------------------------------------------------------------------------------
     def _spawn(self) -> Worker:
-        tmp_dir = tempfile.mkdtemp(prefix="pyqd-worker-")
+        tmp_dir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
         limits = self.config.limits
         if limits.uid is not None and os.getuid() == 0:
             os.chown(tmp_dir, limits.uid, limits.gid if limits.gid is not None else limits.uid)
         try:
-            pid, conn = self.spawner.spawn(limits, tmp_dir)
+            pid, sock = self.spawner.spawn(limits, tmp_dir)
         except Exception:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-        try:
-            if not conn.poll(READY_TIMEOUT_S):
+        channel = Channel(sock, max_header=wire.MAX_HEADER, max_total=self.config.max_message_bytes)
+        try:  # from here on the channel owns the socket; every failure closes it
+            if not channel.poll(READY_TIMEOUT_S):
                 raise SpawnError("a new worker did not become ready in time")
-            hello = conn.recv()
-        except (EOFError, OSError) as e:
+            hello, _ = channel.recv()
+        except (EOFError, OSError, ChannelError, SpawnError) as e:
+            channel.close()
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise SpawnError(f"a new worker died while starting: {e}") from e
-        if hello[0] != "ready":
+        if hello["t"] != "ready" or not isinstance(hello.get("confinement"), str):
+            channel.close()
             shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise SpawnError(f"a new worker could not confine itself: {hello[1]}")
-        return Worker(pid, conn, tmp_dir, hello[2], self)
+            raise SpawnError(f"a new worker could not confine itself: {str(hello.get('error'))[:2000]}")
+        return Worker(pid, channel, tmp_dir, hello["confinement"], self)
 
     def _add_fresh(self) -> None:
         with self._cond:
@@ -246,7 +318,7 @@ class WorkerPool:
         """Up to `n` workers for `user` (at least one), waiting at most `timeout_s` for the first. Callers are
         served in arrival order; PoolBusy when none became free in time."""
         deadline = time.monotonic() + timeout_s
-        ticket = object()
+        ticket = (object(), user)
         with self._cond:
             self._queue.append(ticket)
         try:
@@ -257,8 +329,9 @@ class WorkerPool:
                 with self._cond:
                     if self._closed:
                         raise PoolBusy()
-                    if self._queue[0] is ticket:
-                        got, spawn, evict = self._reserve(user, n)
+                    if self._my_turn(ticket, user):
+                        got, spawn, evict = self._reserve(user, min(n, self._room_for(user)))
+                        self._spawning[user] += spawn
                 for w in evict:
                     w.kill()
                 for _ in range(spawn):
@@ -269,6 +342,7 @@ class WorkerPool:
                         log.exception("could not start a worker")
                     with self._cond:
                         self._starting -= 1
+                        self._spawning[user] -= 1
                         if new is not None:
                             new.user = user
                             self._busy.add(new)
@@ -285,6 +359,25 @@ class WorkerPool:
             with self._cond:
                 self._queue.remove(ticket)
                 self._cond.notify_all()
+
+    def _held(self, user: str) -> int:
+        return sum(1 for w in self._busy if w.user == user) + self._spawning[user]
+
+    def _room_for(self, user: str) -> int:
+        """Workers `user` may still take (the per-user share less what the user holds)."""
+        return self.config.user_share - self._held(user)
+
+    def _my_turn(self, ticket: tuple[object, str], user: str) -> bool:
+        """Callers are served in arrival order, except that a caller whose user holds a full share is passed
+        over (so one user's many calls cannot make everyone else wait behind them)."""
+        if self._room_for(user) <= 0:
+            return False
+        for waiting in self._queue:
+            if waiting is ticket:
+                return True
+            if self._room_for(waiting[1]) > 0:
+                return False
+        return False
 
     def _reserve(self, user: str, n: int) -> tuple[list[Worker], int, list[Worker]]:
         """Under the lock: the user's idle workers, then fresh ones, then room to start (evicting other users'
@@ -334,3 +427,51 @@ class WorkerPool:
             self._cond.notify_all()
         if retire:
             worker.kill()
+
+
+def _open_deleted_bytes(pid: int) -> int:
+    """Bytes of files that process `pid` deleted but still holds open (they take disk space no listing shows)."""
+    total = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(path).endswith(" (deleted)"):
+                st = os.stat(path)
+                total += st.st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+def remove_stale_scratch(root: str | None = None) -> int:
+    """Remove the scratch directories of servers that are gone (killed before they could clean up); returns
+    how many. A directory is stale when the server pid in its name no longer runs."""
+    root = root or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        owner = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

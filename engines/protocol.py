@@ -1,8 +1,8 @@
 """What crosses the process boundary between the server and a worker: plain, importable dataclasses.
 
-A `Task` is pickled (it is small); its input data follows as Arrow IPC streams whose record batches, in
-order, are the inputs of the units that have data. The worker answers with one `UnitResult` per unit,
-stopping at the first failure.
+A `Task` travels as a msgpack header (`engines.wire`); its input data follows as Arrow IPC streams whose
+record batches, in order, are the inputs of the units that have data. The worker answers with one `UnitResult`
+per unit, stopping at the first failure. Nothing a worker sends is unpickled.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Literal
 
 Kind = Literal["eval", "table", "row", "group", "index"]
 InputType = Literal["default", "pandas.DataFrame", "numpy.recarray"]
-#: How a unit failed: the user's code raised, its value cannot be rendered as JSON, or it is too long.
-FailureKind = Literal["exception", "serialize", "output"]
+#: How a unit failed: the user's code raised, its value cannot be rendered as JSON, it is too long, or too big.
+FailureKind = Literal["exception", "serialize", "output", "size"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,16 @@ class Task:
     input_type: InputType = "default"
     na_omit: bool = False
     graphics: bool = False
-    #: The caller's short-lived token for the script's `import oml` (requests travel over the worker's pipe).
-    oml_token: str | None = None
+    #: Whether the script's `import oml` may call the server (through the worker's channel; the server attaches
+    #: the caller's identity, the worker never holds a token).
+    oml: bool = False
     #: The server's datastore generation (with the server's identity): while it is unchanged, datastore metadata
     #: a worker has seen still holds.
     datastore_generation: str = ""
     #: Largest result length (rows of a DataFrame, items of a list) allowed per unit.
     output_limit: int = 10_000_000
+    #: Largest rendered result allowed per task, bytes.
+    output_max_bytes: int = 256 * 1024**2
     #: "json": OML's REST rendering; "pickle": the value itself, pickled (for the Python client).
     result_format: Literal["json", "pickle"] = "json"
     #: Arrow IPC streams that follow the task (their record batches, in order, are the units' inputs).
@@ -85,13 +88,13 @@ class WorkerLimits:
     cpu_seconds: int | None = None
     #: Largest file the worker may write, bytes.
     file_bytes: int = 1024**3
+    #: Most processes (and threads) the worker's account may have at once (RLIMIT_NPROC; None: unlimited).
+    max_processes: int | None = 512
     #: Run as this uid/gid (set when the server runs as root).
     uid: int | None = None
     gid: int | None = None
-    #: Confine file access (and TCP connects, on new kernels) with Landlock when the kernel has it.
+    #: Confine file access with Landlock when the kernel has it, and forbid sockets with seccomp.
     sandbox: bool = True
     read_paths: tuple[str, ...] = ()
-    #: TCP ports the worker may connect to (the server's own, for `import oml`).
-    connect_ports: tuple[int, ...] = ()
     #: Environment of the user's code (nothing of the server's).
     env: tuple[tuple[str, str], ...] = ()

@@ -20,6 +20,7 @@ from engines.errors import (
     Cancelled,
     ExecutionError,
     InvalidApplyRequest,
+    OutputTooLarge,
     OutputTooLong,
     ResultNotSerializable,
     ScriptFailed,
@@ -50,6 +51,8 @@ class Call:
     dop: int = 1
     time_limit_s: float = 120.0
     output_limit: int = 10_000_000
+    #: Largest result, bytes (OML's JSON or the pickles), checked by the worker and while assembling.
+    output_max_bytes: int = 256 * 1024**2
     #: How long to wait for a free worker.
     acquire_timeout_s: float = 30.0
     oml_token: str | None = None
@@ -113,7 +116,12 @@ class Execution:
                 self._kill_all()
         sink = Sink(self.call.spill_dir, self.call.spill_bytes)
         self._assembler = Assembler(
-            req.kind, sink, graphics=req.graphics, result_format=req.result_format, output_limit=self.call.output_limit
+            req.kind,
+            sink,
+            graphics=req.graphics,
+            result_format=req.result_format,
+            output_limit=self.call.output_limit,
+            output_max_bytes=self.call.output_max_bytes,
         )
         if len(workers) == 1 and req.kind in INLINE_KINDS:
             # One worker, and the input (if any) is read whole: no threads, no queue; tasks run here in order.
@@ -206,10 +214,11 @@ class Execution:
                     input_type=req.input_type,
                     na_omit=req.na_omit,
                     graphics=req.graphics,
-                    oml_token=self.call.oml_token,
+                    oml=self._on_request is not None,
                     datastore_generation=self.call.datastore_generation,
                     result_format=req.result_format,  # type: ignore[arg-type]
                     output_limit=self.call.output_limit,
+                    output_max_bytes=self.call.output_max_bytes,
                     data_messages=len(messages),
                 ),
                 messages,
@@ -314,7 +323,7 @@ class Execution:
             return
         failed = next((r for r in unit_results if not r.ok), None)
         if failed is not None:
-            self._fail(_unit_error(failed, self.call.output_limit))
+            self._fail(_unit_error(failed, self.call.output_limit, self.call.output_max_bytes))
             return
         with self._lock:
             self.progress.units_done += len(unit_results)
@@ -355,9 +364,11 @@ def _drain(q: queue.Queue[object]) -> None:
         pass
 
 
-def _unit_error(r: UnitResult, output_limit: int) -> ExecutionError:
+def _unit_error(r: UnitResult, output_limit: int, output_max_bytes: int) -> ExecutionError:
     if r.failure == "output":
         return OutputTooLong(output_limit)
+    if r.failure == "size":
+        return OutputTooLarge(output_max_bytes)
     if r.failure == "serialize":
         return ResultNotSerializable(r.error or "The value cannot be rendered as JSON")
     message = r.error or "The script failed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -9,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection
 
 from engines.protocol import WorkerLimits
 from engines.worker.template import recv_message, send_message
@@ -46,7 +46,7 @@ def clean_environment(preload: str = "") -> dict[str, str]:
 
 
 class Spawner:
-    """Owns the template process; `spawn()` returns (pid, connection) of a new, confined worker."""
+    """Owns the template process; `spawn()` returns (pid, socket) of a new worker, which confines itself."""
 
     def __init__(self, preload: str = "") -> None:
         self._preload = preload
@@ -73,11 +73,11 @@ class Spawner:
         except (EOFError, OSError) as e:
             raise SpawnError(f"the worker template did not start: {e}") from e
         parent.settimeout(None)
-        if not (isinstance(reply, tuple) and reply[0] == "ready"):
+        if not (isinstance(reply, list) and reply and reply[0] == "ready"):
             raise SpawnError(f"unexpected answer from the worker template: {reply!r}")
         self._control = parent
 
-    def _request(self, message: tuple, fds: list[int] | None = None) -> object:
+    def _request(self, message: list, fds: list[int] | None = None) -> object:
         if self._control is None or self._proc is None or self._proc.poll() is not None:
             self._start()
         assert self._control is not None
@@ -90,17 +90,17 @@ class Spawner:
             raise SpawnError(f"the worker template failed: {e}") from e
         return reply
 
-    def spawn(self, limits: WorkerLimits, tmp_dir: str) -> tuple[int, Connection]:
+    def spawn(self, limits: WorkerLimits, tmp_dir: str) -> tuple[int, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with self._lock:
-                reply = self._request(("spawn", limits, tmp_dir), [theirs.fileno()])
+                reply = self._request(["spawn", dataclasses.asdict(limits), tmp_dir], [theirs.fileno()])
         finally:
             theirs.close()
-        if not (isinstance(reply, tuple) and reply[0] == "spawned"):
+        if not (isinstance(reply, list) and len(reply) == 2 and reply[0] == "spawned" and type(reply[1]) is int):
             ours.close()
             raise SpawnError(f"unexpected answer from the worker template: {reply!r}")
-        return int(reply[1]), Connection(ours.detach())
+        return reply[1], ours
 
     def exit_status(self, pid: int, wait_s: float = 1.0) -> int | None:
         """The raw wait status of a worker that has gone, if the template has reaped it within `wait_s`."""
@@ -108,10 +108,10 @@ class Spawner:
         while True:
             with self._lock:
                 try:
-                    reply = self._request(("status", pid))
+                    reply = self._request(["status", pid])
                 except SpawnError:
                     return None
-            status = reply[1] if isinstance(reply, tuple) else None
+            status = reply[1] if isinstance(reply, list) and len(reply) == 2 and type(reply[1]) is int else None
             if status is not None or time.monotonic() > deadline:
                 return status
             time.sleep(0.01)

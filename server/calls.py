@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from datastore import service as ds
+from engines.pool import RequestHandler
 from engines.runner import Call, Execution
 from engines.spec import VERBS, ApplyRequest, parse_request
 from repository import service as repo
@@ -88,15 +89,29 @@ def prepare(
         dop=req.degree_of_parallelism(services.pool.config.size),
         time_limit_s=limit,
         output_limit=settings.output_limit,
+        output_max_bytes=settings.output_max_bytes,
         acquire_timeout_s=limit if is_job else settings.worker_wait_s,
-        oml_token=services.signer.issue(caller, ttl_s=int(limit) + TOKEN_MARGIN_S).token,
         datastore_generation=datastore_generation(services),
         group_columns=group_columns,
         is_job=is_job,
         spill_dir=str(settings.data_dir / "spill"),
         spill_bytes=settings.result_spill_bytes,
     )
-    return Execution(services.pool, call, batches, on_request=services.bridge.handle if services.bridge else None)
+    token = services.signer.issue(caller, ttl_s=int(limit) + TOKEN_MARGIN_S).token
+    return Execution(services.pool, call, batches, on_request=_as_caller(services, token) if services.bridge else None)
+
+
+def _as_caller(services: Services, token: str) -> RequestHandler:
+    """Serves a worker's requests as the caller: whatever credentials the worker sent are dropped."""
+    bridge = services.bridge
+    assert bridge is not None
+
+    def handle(message: tuple) -> tuple:
+        _, method, path, headers, body = message
+        kept = [(k, v) for k, v in headers if k.lower() not in (b"authorization", b"cookie")]
+        return bridge.handle(("http", method, path, [*kept, (b"authorization", f"Bearer {token}".encode())], body))
+
+    return handle
 
 
 def media_type(execution: Execution) -> str:

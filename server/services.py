@@ -65,7 +65,8 @@ def make_pool(settings: Settings) -> WorkerPool:
         cpu_seconds=settings.worker_cpu_seconds,
         user_setting=settings.worker_user,
         sandbox=settings.worker_sandbox,
-        connect_ports=tuple(settings.worker_allowed_ports),
+        scratch_mb=settings.worker_scratch_mb,
+        max_processes=settings.worker_max_processes or None,
     )
     return WorkerPool(
         PoolConfig(
@@ -73,6 +74,10 @@ def make_pool(settings: Settings) -> WorkerPool:
             warm=min(settings.warm_workers, settings.workers),
             limits=limits,
             preload=settings.worker_preload,
+            per_user=settings.workers_per_user,
+            scratch_bytes=settings.worker_scratch_mb * 1024 * 1024,
+            # a worker's message holds at most one task's results: the size limit plus room for the rest
+            max_message_bytes=settings.output_max_bytes + 64 * 1024 * 1024,
         )
     )
 

@@ -71,10 +71,14 @@ class Settings(BaseSettings):
     #: OS account for workers when the server runs as root: "auto" picks `nobody` when it can read the
     #: Python installation (else workers stay uid 0 with every capability dropped); "" keeps the server's.
     worker_user: str = "auto"
-    #: Confine workers with Landlock (file access, TCP connects) when the kernel has it.
+    #: Confine workers: Landlock for files (when the kernel has it) and a seccomp filter that forbids sockets.
     worker_sandbox: bool = True
-    #: TCP ports user code may connect to besides the server's own (only enforced with Landlock ≥ ABI 4).
-    worker_allowed_ports: list[int] = Field(default_factory=list)
+    #: Most workers one user holds at once; None: half of `workers` (at least one), so others always get some.
+    workers_per_user: int | None = None
+    #: Largest scratch space (the worker's own directory) a worker may fill, MiB; it is killed past that.
+    worker_scratch_mb: int = 1024
+    #: Most processes the worker account may run at once (RLIMIT_NPROC; applies when workers get their own uid).
+    worker_max_processes: int = 512
     #: Extra modules imported once into the worker template (comma list), e.g. "sklearn.linear_model".
     worker_preload: str = "sklearn.linear_model,matplotlib.pyplot"
     #: Time limit of a synchronous call, seconds (Oracle's gateway cuts at about 120 s).
@@ -83,6 +87,8 @@ class Settings(BaseSettings):
     worker_wait_s: float = 30.0
     #: Longest result (rows of a DataFrame, items of a list) a call may return; Oracle's is 5000.
     output_limit: int = 10_000_000
+    #: Largest result a call may return, bytes (counted whole, however nested; beyond Oracle, which counts rows).
+    output_max_bytes: int = 256 * 1024 * 1024
     #: Results larger than this are assembled in a temporary file in the data directory, not in memory.
     result_spill_bytes: int = 8 * 1024 * 1024
     #: Time limit of the input query, seconds.

@@ -1,34 +1,33 @@
-"""`import oml` inside a worker talks to the server through the worker's own pipe (no network needed):
-an httpx transport that hands each request to the parent and waits for its answer."""
+"""`import oml` inside a worker talks to the server through the worker's own channel (no network, no token):
+an httpx transport that hands each request to the server and waits for its answer."""
 
 from __future__ import annotations
 
 import threading
-from multiprocessing.connection import Connection
 
 import httpx
 
-#: The base URL the worker's `oml` connection uses; the host part means nothing on the pipe.
+from engines import wire
+from engines.channel import Channel
+
+#: The base URL the worker's `oml` connection uses; the host part means nothing on the channel.
 BRIDGE_URL = "http://pyqd.bridge"
+#: Request headers that are not sent: the server decides who the request is from.
+_DROPPED = (b"authorization", b"cookie", b"host")
 
 
-class PipeTransport(httpx.BaseTransport):
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+class ChannelTransport(httpx.BaseTransport):
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        message = (
-            "http",
-            request.method,
-            request.url.raw_path.decode("ascii"),
-            list(request.headers.raw),
-            request.read(),
-        )
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _DROPPED]
         with self._lock:
-            self._conn.send(message)
-            reply = self._conn.recv()
-        if not (isinstance(reply, tuple) and reply[0] == "http-response"):
-            raise httpx.TransportError("the server did not answer the worker's request")
-        _, status, headers, body = reply
-        return httpx.Response(status, headers=headers, content=body, request=request)
+            try:
+                status, out_headers, body = wire.send_request(
+                    self._channel, request.method, request.url.raw_path.decode("ascii"), headers, request.read()
+                )
+            except (EOFError, OSError, wire.ChannelError) as e:
+                raise httpx.TransportError(f"the server did not answer the worker's request: {e}") from None
+        return httpx.Response(status, headers=out_headers, content=body, request=request)

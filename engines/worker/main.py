@@ -1,44 +1,49 @@
-"""A worker process: confine itself, then run tasks from its pipe until told to stop or the pipe closes."""
+"""A worker process: confine itself, then run tasks from its channel until the channel closes."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import socket
 import sys
-from multiprocessing.connection import Connection
 
 import pyarrow as pa
 
-from engines.protocol import Task, WorkerLimits
+from engines import wire
+from engines.channel import Channel, ChannelClosed
+from engines.protocol import UnitResult, WorkerLimits
+
+_PR_SET_CHILD_SUBREAPER = 36
 
 
-def serve(conn: Connection, limits: WorkerLimits, tmp_dir: str) -> None:
-    """Entry point of a worker process (started from the pre-imported template)."""
+def serve(sock: socket.socket, limits: WorkerLimits, tmp_dir: str) -> None:
+    """Entry point of a worker process (forked from the pre-imported template)."""
+    channel = Channel(sock)
     try:
         confinement = confine(limits, tmp_dir)
     except Exception as e:  # noqa: BLE001 - report why, then die: an unconfined worker must not run code
-        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        channel.send({"t": "failed", "error": f"{type(e).__name__}: {e}"})
         return
     from engines.worker.runtime import run_task
 
-    conn.send(("ready", os.getpid(), confinement))
+    channel.send({"t": "ready", "pid": os.getpid(), "confinement": confinement})
     while True:
         try:
-            task = conn.recv()
-        except (EOFError, OSError):
+            header, blobs = channel.recv()
+        except (ChannelClosed, OSError):
             return
-        if not isinstance(task, Task):
+        if header["t"] != "task":
             return
+        task, messages = wire.read_task(header, blobs)
         batches: list[pa.RecordBatch] = []
-        for _ in range(task.data_messages):
-            with pa.ipc.open_stream(conn.recv_bytes()) as reader:
+        for message in messages:
+            with pa.ipc.open_stream(message) as reader:
                 batches.extend(reader)
         try:
-            results = run_task(task, batches, conn)
+            results = run_task(task, batches, channel)
         except Exception:  # noqa: BLE001 - a fault of ours: report it rather than die silently
             import traceback
-
-            from engines.protocol import UnitResult
 
             name = task.units[0].name if task.units else ""
             results = [
@@ -46,12 +51,16 @@ def serve(conn: Connection, limits: WorkerLimits, tmp_dir: str) -> None:
                     name, False, error="Internal error in the worker:\n" + traceback.format_exc(), failure="exception"
                 )
             ]
-        conn.send(results)
+        wire.send_results(channel, results)
 
 
 def confine(limits: WorkerLimits, tmp_dir: str) -> str:
-    """Own process group, scrubbed environment, rlimits, no privileges, Landlock. Returns what was applied."""
+    """Own process group, scrubbed environment, rlimits, no privileges, Landlock, seccomp. Returns what was
+    applied."""
     os.setpgid(0, 0)  # the pool kills the whole group, so children the user starts die too
+    # Orphans of the user's processes stay below this worker while it lives; when it dies they go to the
+    # template (a subreaper too), which kills them.
+    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -67,7 +76,7 @@ def confine(limits: WorkerLimits, tmp_dir: str) -> str:
     if limits.cpu_seconds:
         # SIGXCPU at the soft limit ends the worker with a signal that names the cause; SIGKILL backs it up.
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 10))
-    from engines.worker.sandbox import SandboxUnavailable, drop_capabilities, restrict
+    from engines.worker.sandbox import SandboxUnavailable, deny_sockets, drop_capabilities, restrict
 
     applied = ["rlimits"]
     if os.getuid() == 0:
@@ -79,12 +88,18 @@ def confine(limits: WorkerLimits, tmp_dir: str) -> str:
         else:
             drop_capabilities()
             applied.append("uid=0-no-capabilities")
+    if limits.max_processes and os.getuid() != 0:
+        # Counted per account: it bounds a fork bomb (root ignores it, so it only applies with its own uid).
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        applied.append(f"nproc={limits.max_processes}")
     if limits.sandbox:
         try:
-            abi = restrict(_read_paths(limits), [tmp_dir, os.devnull], limits.connect_ports)
+            abi = restrict(_read_paths(limits), [tmp_dir, os.devnull], ())
             applied.append(f"landlock-abi{abi}")
         except SandboxUnavailable:
             applied.append("no-landlock")
+        deny_sockets()
+        applied.append("seccomp-no-sockets")
     return ",".join(applied)
 
 
@@ -102,9 +117,6 @@ def _read_paths(limits: WorkerLimits) -> list[str]:
         "/lib64",
         "/etc/ssl",
         "/etc/localtime",
-        "/etc/hosts",
-        "/etc/resolv.conf",
-        "/etc/nsswitch.conf",
         "/etc/ld.so.cache",
         "/proc/self",
         "/dev/urandom",

@@ -10,19 +10,21 @@ import io
 import sys
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from engines.channel import Channel
 from engines.protocol import Image, Task, Unit, UnitResult
 from engines.serialize import frame_to_json
+from engines.wire import MAX_STDOUT_CHARS, clip
 from engines.worker.results import NotSerializable, pickled, render
 
-#: Most characters of print() output kept per unit.
-MAX_STDOUT_CHARS = 64 * 1024
+#: What the worker's `oml` connection sends as its token: the server ignores it and attaches the caller's
+#: identity to the requests that come through this worker's channel (user code never holds a credential).
+CHANNEL_TOKEN = "channel"
 
 _functions: dict[str, Callable[..., Any]] = {}
 _connection_call: str | None = None
@@ -41,19 +43,21 @@ def function_for(name: str, source: str) -> Callable[..., Any]:
     return func
 
 
-def connect_oml(token: str | None, call_id: str, generation: str, pipe: Connection | None) -> None:
-    """Point the script's `import oml` at the server, as the caller, through the worker's pipe. The connection
-    lives as long as the worker; each call brings its caller's token, and the datastore metadata it has seen
-    is kept while the server's datastore generation stays the same."""
+def connect_oml(enabled: bool, call_id: str, generation: str, channel: Channel | None) -> None:
+    """Point the script's `import oml` at the server, as the caller, through the worker's channel. The
+    connection lives as long as the worker (which serves one user only); the datastore metadata it has seen is
+    kept while the server's datastore generation stays the same."""
     global _connection_call, _oml_connection, _generation
-    if token is None or pipe is None or call_id == _connection_call:
+    if not enabled or channel is None or call_id == _connection_call:
         return
     import oml._connection as conn
-    from engines.worker.bridge import BRIDGE_URL, PipeTransport
+    from engines.worker.bridge import BRIDGE_URL, ChannelTransport
 
     if _oml_connection is None:
-        _oml_connection = conn.Connection(BRIDGE_URL, token=token, cache_metadata=True, transport=PipeTransport(pipe))
-    _oml_connection.use_token(token, keep_metadata=generation == _generation)
+        _oml_connection = conn.Connection(
+            BRIDGE_URL, token=CHANNEL_TOKEN, cache_metadata=True, transport=ChannelTransport(channel)
+        )
+    _oml_connection.use_token(CHANNEL_TOKEN, keep_metadata=generation == _generation)
     conn.set_current(_oml_connection)  # the script may have replaced it during an earlier call
     _connection_call, _generation = call_id, generation
 
@@ -98,9 +102,9 @@ def to_input(batch: pa.RecordBatch, input_type: str, na_omit: bool) -> Any:
     return df
 
 
-def run_task(task: Task, batches: list[pa.RecordBatch], pipe: Connection | None = None) -> list[UnitResult]:
+def run_task(task: Task, batches: list[pa.RecordBatch], channel: Channel | None = None) -> list[UnitResult]:
     """Run every unit in order; stop at the first failure (the whole call fails, as in OML)."""
-    connect_oml(task.oml_token, task.call_id, task.datastore_generation, pipe)
+    connect_oml(task.oml, task.call_id, task.datastore_generation, channel)
     try:
         func = function_for(task.script_name, task.source)
     except Exception as e:  # noqa: BLE001 - the user's module-level code failed
@@ -121,6 +125,17 @@ def run_task(task: Task, batches: list[pa.RecordBatch], pipe: Connection | None 
             return results
     if frames:
         _render_frames(results, frames)
+    return _within_size(task, results)
+
+
+def _within_size(task: Task, results: list[UnitResult]) -> list[UnitResult]:
+    """The results, or a failure when together they are bigger than the output size limit."""
+    total = 0
+    for i, r in enumerate(results):
+        total += len(r.json) + sum(len(img.png) for img in r.images)
+        if total > task.output_max_bytes:
+            message = f"Output exceeds maximum size of {task.output_max_bytes} bytes"
+            return [*results[:i], UnitResult(r.name, False, stdout=r.stdout, error=message, failure="size")]
     return results
 
 
@@ -191,8 +206,7 @@ def _run_unit(
 
 
 def _clip(out: io.StringIO) -> str:
-    text = out.getvalue()
-    return text if len(text) <= MAX_STDOUT_CHARS else text[:MAX_STDOUT_CHARS] + "\n[... output truncated]"
+    return clip(out.getvalue(), MAX_STDOUT_CHARS)
 
 
 def _format(exc: BaseException, script_name: str) -> str:
@@ -201,7 +215,7 @@ def _format(exc: BaseException, script_name: str) -> str:
     frames = list(tb.stack)
     first = next((i for i, f in enumerate(frames) if f.filename == script_name), len(frames))
     tb.stack = traceback.StackSummary.from_list(frames[first:])
-    return f"Error in script {script_name}: " + "".join(tb.format()).rstrip()
+    return clip(f"Error in script {script_name}: " + "".join(tb.format()).rstrip())
 
 
 def _pyplot() -> Any:

@@ -148,3 +148,158 @@ def drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+# -- seccomp: no sockets ---------------------------------------------------------------------------------
+# A classic-BPF filter (seccomp(2), SECCOMP_MODE_FILTER) that makes every call that could reach the network,
+# another local service or the kernel's rarer attack surface fail with EPERM, for the worker and everything it
+# starts (filters are inherited and cannot be removed). The worker keeps the one socket it was born with: its
+# channel to the server. No new socket of any family (TCP, UDP, unix, netlink, raw) can be made.
+
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_TSYNC = 1
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+_SECCOMP_RET_KILL_PROCESS = 0x80000000
+_EPERM, _ENOSYS = 1, 38
+# BPF opcodes
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JGE_K = 0x35
+_JSET_K = 0x45
+_RET_K = 0x06
+#: seccomp_data offsets: nr, arch, args[0] (low word on little-endian)
+_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
+#: clone() flags that make new namespaces (a way around the filter's view of the world)
+_CLONE_NEW = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080
+
+#: (audit arch, seccomp syscall number, clone, clone3, denied syscalls by name → number)
+_ARCHES: dict[str, tuple[int, int, int, int, dict[str, int]]] = {
+    "x86_64": (
+        0xC000003E,
+        317,
+        56,
+        435,
+        {
+            "socket": 41,
+            "socketpair": 53,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "ptrace": 101,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "bpf": 321,
+            "perf_event_open": 298,
+            "userfaultfd": 323,
+            "keyctl": 250,
+            "add_key": 248,
+            "request_key": 249,
+            "unshare": 272,
+            "setns": 308,
+            "mount": 165,
+            "umount2": 166,
+            "pivot_root": 155,
+            "chroot": 161,
+            "kexec_load": 246,
+            "init_module": 175,
+            "finit_module": 313,
+            "delete_module": 176,
+            "open_by_handle_at": 304,
+            "fsopen": 430,
+            "fsmount": 432,
+            "move_mount": 429,
+            "open_tree": 428,
+            "personality": 135,
+        },
+    ),
+    "aarch64": (
+        0xC00000B7,
+        277,
+        220,
+        435,
+        {
+            "socket": 198,
+            "socketpair": 199,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "ptrace": 117,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "bpf": 280,
+            "perf_event_open": 241,
+            "userfaultfd": 282,
+            "keyctl": 219,
+            "add_key": 217,
+            "request_key": 218,
+            "unshare": 97,
+            "setns": 268,
+            "mount": 40,
+            "umount2": 39,
+            "pivot_root": 41,
+            "chroot": 51,
+            "kexec_load": 104,
+            "init_module": 105,
+            "finit_module": 273,
+            "delete_module": 106,
+            "open_by_handle_at": 265,
+            "fsopen": 430,
+            "fsmount": 432,
+            "move_mount": 429,
+            "open_tree": 428,
+            "personality": 92,
+        },
+    ),
+}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def socket_filter(machine: str | None = None) -> list[tuple[int, int, int, int]]:
+    """The filter program as (code, jt, jf, k) instructions, for this machine's architecture."""
+    machine = machine or platform.machine()
+    if machine not in _ARCHES:
+        raise SandboxUnavailable(f"no seccomp filter for {machine}")
+    arch, _, clone, clone3, denied = _ARCHES[machine]
+    deny = _SECCOMP_RET_ERRNO | _EPERM
+    prog: list[tuple[int, int, int, int]] = [
+        (_LD_W_ABS, 0, 0, _OFF_ARCH),
+        (_JEQ_K, 1, 0, arch),
+        (_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS),  # another ABI (e.g. 32-bit calls): refuse outright
+        (_LD_W_ABS, 0, 0, _OFF_NR),
+    ]
+    if machine == "x86_64":
+        prog += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS)]  # the x32 ABI
+    # clone3 passes its flags in memory, out of the filter's sight: ENOSYS makes libc fall back to clone.
+    prog += [(_JEQ_K, 0, 1, clone3), (_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _ENOSYS)]
+    for nr in sorted(set(denied.values())):
+        prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, deny)]
+    prog += [
+        (_JEQ_K, 0, 3, clone),
+        (_LD_W_ABS, 0, 0, _OFF_ARG0),
+        (_JSET_K, 0, 1, _CLONE_NEW),
+        (_RET_K, 0, 0, deny),
+        (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+    ]
+    return prog
+
+
+def deny_sockets() -> None:
+    """Install the filter on this process (all its threads) and everything it will start. Irreversible."""
+    machine = platform.machine()
+    prog = socket_filter(machine)
+    seccomp_nr = _ARCHES[machine][1]
+    libc = _libc()
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    filters = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
+    fprog = _SockFprog(len(prog), filters)
+    if libc.syscall(seccomp_nr, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) != 0:
+        raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER) failed")
