@@ -109,7 +109,9 @@ class Worker:
                     wire.send_response(self.channel, status, out_headers, out_body)
                     continue
                 if header["t"] == "results":
-                    return wire.read_results(header, blobs, task.units)
+                    results = wire.read_results(header, blobs, task.units)
+                    self._check_scratch()
+                    return results
                 raise ChannelError(f"unexpected message {header['t'][:40]!r}")
         except ChannelError as e:
             log.warning("worker %s broke the channel's rules (%s); killing it", self.pid, e)
@@ -152,6 +154,13 @@ class Worker:
             except OSError:
                 continue
         return total
+
+    def _check_scratch(self) -> None:
+        """Kill the worker (the task fails) if what it left on disk is over its quota."""
+        quota = self._pool.config.scratch_bytes
+        if quota and self.scratch_bytes() > quota:
+            self.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
+            raise WorkerDied(f"the worker process {self.kill_reason} and was stopped")
 
     def kill(self, reason: str | None = None) -> None:
         """Kill the worker and everything it started (the template kills what escaped its process group)."""
@@ -204,10 +213,14 @@ class WorkerPool:
             with self._cond:
                 if self._closed:
                     return
-                busy = list(self._busy)
-            for w in busy:
+                held = list(self._busy) + [w for ws in self._idle.values() for w in ws]
+            for w in held:
                 if not w.killed and w.scratch_bytes() > quota:
                     log.warning("worker %s of %s went over its scratch quota", w.pid, w.user)
+                    with self._cond:  # an idle one leaves the pool; a busy one's call fails
+                        idle = self._idle.get(w.user or "", [])
+                        if w in idle:
+                            idle.remove(w)
                     w.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
             with self._cond:
                 self._cond.wait(SCRATCH_CHECK_INTERVAL_S)
