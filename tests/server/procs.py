@@ -19,6 +19,9 @@ _SCRIPT = Path(sys.executable).parent / "pyqd"
 PYQD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from server.cli import main; main()"]
 #: Cheap password hashes for the subprocesses too (argon2id at its production cost takes ~0.1 s a hash).
 FAST_HASHING = {"PYQD_PASSWORD_HASH_TIME_COST": "1", "PYQD_PASSWORD_HASH_MEMORY_KIB": "1024"}
+#: Seconds a subprocess may take to start or finish a command: generous, because a busy 2-core CI machine
+#: starting two servers at once (each importing the data stack and migrating) can take tens of seconds.
+STARTUP_TIMEOUT_S = 180.0
 #: A server that will run no user code needs no warm, preloaded workers (they double its start-up time).
 LEAN_WORKERS = {"PYQD_WORKERS": "1", "PYQD_WARM_WORKERS": "0", "PYQD_WORKER_PRELOAD": ""}
 
@@ -40,7 +43,7 @@ def run_pyqd(
         text=True,
         env=env if env is not None else clean_env(),
         cwd=cwd,
-        timeout=60,
+        timeout=STARTUP_TIMEOUT_S,
     )
 
 
@@ -78,7 +81,7 @@ class ServerProcess:
     def stderr(self) -> str:
         return "".join(self.lines)
 
-    def wait_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+    def wait_line(self, pattern: str, timeout: float = STARTUP_TIMEOUT_S) -> re.Match[str]:
         """The first stderr line matching `pattern`, waiting for it up to `timeout` seconds."""
         rx = re.compile(pattern)
 
@@ -94,7 +97,7 @@ class ServerProcess:
 
         return wait_for(found, timeout=timeout)  # type: ignore[return-value]
 
-    def wait_healthy(self, timeout: float = 30) -> None:
+    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pyqd exited ({self.proc.returncode}):\n{self.stderr}")
@@ -105,7 +108,7 @@ class ServerProcess:
 
         wait_for(healthy, timeout=timeout, interval=0.05)
 
-    def wait_exit(self, timeout: float = 30) -> int:
+    def wait_exit(self, timeout: float = STARTUP_TIMEOUT_S) -> int:
         code = self.proc.wait(timeout=timeout)
         self._reader.join(timeout=10)
         return code

@@ -111,7 +111,7 @@ def test_several_server_processes_share_one_first_start(tmp_path):
     server = ServerProcess("--data-dir", str(data), "--processes", "2", env=clean_env(PYQD_WORKERS="1"), cwd=tmp_path)
     try:
         password = server.wait_line(ADMIN_LINE).group(1)
-        server.wait_healthy(timeout=60)
+        server.wait_healthy()
         token = admin_token(server.url, password).json()["accessToken"]
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:

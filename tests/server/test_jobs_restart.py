@@ -57,7 +57,7 @@ class Client:
 
 def start(tmp_path, settings, **extra: str) -> ServerProcess:
     server = ServerProcess(env=env_for(settings, **extra), cwd=tmp_path)
-    server.wait_healthy(timeout=60)
+    server.wait_healthy()
     return server
 
 
