@@ -216,7 +216,7 @@ def own_pool_api(sqlite_settings: Settings, **overrides: object) -> Iterator[Api
         svc.close()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> object:
     """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
