@@ -17,10 +17,12 @@ COPY tables ./tables
 COPY engines ./engines
 COPY oml ./oml
 RUN pip install . \
-    && useradd --system --home-dir /var/lib/pyqd --create-home pyqd
+    && useradd --system --home-dir /var/lib/pyqd --create-home pyqd \
+    && useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pyqd-worker
 
 # The server runs as root inside the container only so that it can start user code as the
-# unprivileged `nobody` account (workers must not read the data directory or the signing key).
+# unprivileged `pyqd-worker` account (workers must not read the data directory or the signing key);
+# see docs/security.md.
 VOLUME ["/var/lib/pyqd"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
