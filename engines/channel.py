@@ -74,8 +74,9 @@ class Channel:
     # -- receiving -------------------------------------------------------------------------------------
     def poll(self, timeout: float | None) -> bool:
         """Whether a message (or end of file) can be read within `timeout` seconds."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        return bool(ready)
+        poller = select.poll()  # not select(): a busy server has descriptors past FD_SETSIZE
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
     def recv(self) -> tuple[dict[str, Any], list[Blob]]:
         """The next message: its header (a dict with a str `t`) and its blobs."""
