@@ -18,13 +18,20 @@ FORBIDDEN = {
     "oml": {"server", "repository", "datastore", "tables", "engines"},
 }
 #: Modules that run inside worker processes: only the standard library, the data stack and `oml`.
-WORKER_MODULES = ["engines/worker", "engines/serialize.py"]
+WORKER_MODULES = [
+    "engines/worker",
+    "engines/serialize.py",
+    "engines/channel.py",
+    "engines/wire.py",
+    "engines/protocol.py",
+]
 WORKER_ALLOWED_THIRD_PARTY = {
     "numpy",
     "pandas",
     "pyarrow",
     "cloudpickle",
     "orjson",
+    "msgpack",
     "matplotlib",
     "httpx",
     "oml",

@@ -24,6 +24,7 @@ def small(sqlite_settings):
         update={
             "workers": 2,
             "warm_workers": 2,
+            "workers_per_user": 2,  # one user may hold the whole pool here: the subject is giving workers back
             "worker_preload": "",
             "worker_wait_s": 1.0,
             "job_heartbeat_s": 0.2,
