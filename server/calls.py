@@ -3,6 +3,8 @@ validate the body, resolve the script, gate the input query, mint the script's s
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -11,6 +13,8 @@ from engines.runner import Call, Execution
 from engines.spec import VERBS, ApplyRequest, parse_request
 from repository import service as repo
 from repository.source import entry_function
+from server.auth.tokens import TokenClaims
+from server.bridge import TokenSource
 from server.errors import BadRequest
 from server.services import Services
 from tables import query as tq
@@ -20,6 +24,8 @@ from tables.gate import column_name
 PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 #: Seconds a script's token outlives its call's time limit.
 TOKEN_MARGIN_S = 60
+#: Key under which a job's request keeps the submitting session (see `session_to_json`).
+JOB_SESSION_KEY = "__pyqdSession"
 
 
 def resolve_script(
@@ -64,8 +70,11 @@ def prepare(
     *,
     time_limit_s: float | None = None,
     is_job: bool = False,
+    auth_session: TokenClaims | None = None,
 ) -> Execution:
-    """An Execution ready to run (the input query is checked now; its rows are read while running)."""
+    """An Execution ready to run (the input query is checked now; its rows are read while running). The
+    script's `import oml` speaks for `auth_session` (the caller's token session) through a narrow script token;
+    without a session it gets no identity at all."""
     req: ApplyRequest = parse_request(VERBS[verb], body)
     settings = services.settings
     batches = None
@@ -79,8 +88,9 @@ def prepare(
         batches = tq.stream_query(services.user_data, gated, caller, timeout_s=settings.query_time_limit_s)
     assert services.pool is not None
     limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
+    call_id = str(uuid.uuid4())
     call = Call(
-        call_id=str(uuid.uuid4()),
+        call_id=call_id,
         user=caller,
         script_name=script_name,
         source=source,
@@ -89,14 +99,47 @@ def prepare(
         time_limit_s=limit,
         output_limit=settings.output_limit,
         acquire_timeout_s=limit if is_job else settings.worker_wait_s,
-        oml_token=services.signer.issue(caller, ttl_s=int(limit) + TOKEN_MARGIN_S).token,
         datastore_generation=datastore_generation(services),
         group_columns=group_columns,
         is_job=is_job,
         spill_dir=str(settings.data_dir / "spill"),
         spill_bytes=settings.result_spill_bytes,
     )
-    return Execution(services.pool, call, batches, on_request=services.bridge.handle if services.bridge else None)
+    token = script_token(services, auth_session, call_id, time.time() + limit + TOKEN_MARGIN_S)
+    on_request = services.bridge.handler_for(token) if services.bridge else None
+    return Execution(services.pool, call, batches, on_request=on_request)
+
+
+def script_token(services: Services, session: TokenClaims | None, call_id: str, expires_at: float) -> TokenSource:
+    """The call's script token, minted on the first request of its `import oml` (calls that never use `oml`
+    mint nothing). It never reaches the worker: the bridge adds it to each request server-side."""
+    lock = threading.Lock()
+    minted: list[str] = []
+
+    def token() -> str | None:
+        if session is None:
+            return None
+        with lock:
+            if not minted:
+                minted.append(services.signer.issue_script(session, call_id, expires_at=expires_at).token)
+            return minted[0]
+
+    return token
+
+
+def session_to_json(claims: TokenClaims) -> dict[str, Any]:
+    """What a job keeps of its submitter's session, so its script token is bound to that session too."""
+    return {"sub": claims.user, "sid": claims.sid, "oat": claims.first_issued_ms, "cid": claims.client_id}
+
+
+def session_from_json(owner: str, data: object) -> TokenClaims | None:
+    """The session a job was submitted in (None for jobs stored without one, or with a damaged record)."""
+    if not isinstance(data, dict) or data.get("sub") != owner:
+        return None
+    sid, oat, cid = data.get("sid"), data.get("oat"), data.get("cid")
+    if not isinstance(sid, str) or not isinstance(oat, int) or not (cid is None or isinstance(cid, str)):
+        return None
+    return TokenClaims(owner, sid, 0, oat, cid)
 
 
 def media_type(execution: Execution) -> str:

@@ -67,10 +67,18 @@ def _bearer(request: Request) -> str | None:
 def _refresh(services: Services, token: str | None) -> IssuedToken:
     if not token:
         raise BadRequest("The refresh grant needs the current access token (refresh_token or token)")
-    claims = services.signer.decode(token)
+    claims = _full_token(services, token)
     with services.sessions() as session:
         auth_service.check_session(session, claims)
     return services.signer.refresh(claims)
+
+
+def _full_token(services: Services, token: str) -> TokenClaims:
+    """A verified token that is not a script's (script tokens are neither refreshed nor used to revoke)."""
+    claims = services.signer.decode(token)
+    if claims.is_script:
+        raise TokenInvalid("A script's token cannot be refreshed or revoked")
+    return claims
 
 
 def _client_credentials(services: Services, client_id: str, secret: str) -> IssuedToken:
@@ -110,7 +118,7 @@ async def revoke(request: Request, services: ServicesDep) -> dict[str, str]:
         token = body.get("token") if isinstance(body.get("token"), str) else None
     if not token:
         raise TokenInvalid("Missing bearer token")
-    claims: TokenClaims = services.signer.decode(token)
+    claims = _full_token(services, token)
     await run_in_threadpool(_revoke, services, claims)
     return {"status": "ok"}
 
