@@ -484,10 +484,10 @@ def test_concurrent_creates_of_one_script(live_server, services):
 
     from server import accounts
 
-    accounts.add_user(services, "RACER", "racer-pw")
+    accounts.add_user(services, "RACER", "racer-pw-long-password")
     token = httpx.post(
         f"{live_server}/omlusers/api/oauth2/v1/token",
-        json={"grant_type": "password", "username": "RACER", "password": "racer-pw"},
+        json={"grant_type": "password", "username": "RACER", "password": "racer-pw-long-password"},
     ).json()["accessToken"]
     headers = {"Authorization": f"Bearer {token}"}
     racers = 6
