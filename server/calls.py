@@ -24,6 +24,8 @@ from tables.gate import column_name
 PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 #: Seconds a script's token outlives its call's time limit.
 TOKEN_MARGIN_S = 60
+#: Body field by which a caller accepts pickled results of another owner's script.
+TRUST_PICKLE = "trustPickle"
 #: Key under which a job's request keeps the submitting session (see `session_to_json`).
 JOB_SESSION_KEY = "__pyqdSession"
 
@@ -31,15 +33,23 @@ JOB_SESSION_KEY = "__pyqdSession"
 def resolve_script(
     services: Services, caller: str, script: str | None, owner: str | None, body: dict[str, Any]
 ) -> tuple[str, str]:
-    """(name, source) of a repository script, or of an ad-hoc function given in the body (pyqd extension)."""
+    """(name, source) of a repository script, or of an ad-hoc function given in the body (pyqd extension).
+
+    A pickled result of another owner's script (global or granted) is answered as JSON instead: unpickling
+    runs code in the caller's process, which only the caller's own code may do. The body opts in with
+    `"trustPickle": true` (the client's `oml_trust_pickle=True`); this function sets `resultFormat` to
+    "json" in `body` otherwise, so the sync answer and a job's stored request both follow."""
     if script is not None:
 
-        def load() -> tuple[str, str]:
+        def load() -> tuple[str, str, str]:
             with services.sessions() as session:
                 info = repo.get_script(session, caller, script, owner)
-            return info.name, info.source
+            return info.name, info.source, info.owner
 
-        return services.script_cache.get_or_load((caller, script, owner), load)
+        name, source, script_owner = services.script_cache.get_or_load((caller, script, owner), load)
+        if script_owner != caller and body.get("resultFormat") == "pickle" and body.get(TRUST_PICKLE) is not True:
+            body["resultFormat"] = "json"
+        return name, source
     source = body.get("script")
     name = body.get("name") or "script"
     if not isinstance(source, str) or not isinstance(name, str):

@@ -255,6 +255,6 @@ def oml_user(live_server: str, services: Services) -> Iterator[tuple[str, str, s
     import oml
     from server import accounts
 
-    accounts.add_user(services, "OML_USER", "oml-user-pw-long-password")
-    yield live_server, "OML_USER", "oml-user-pw"
+    accounts.add_user(services, "OML_USER", "oml-user-password")
+    yield live_server, "OML_USER", "oml-user-password"
     oml.disconnect()
