@@ -17,7 +17,7 @@ from bench.server import pg_database, running_server
 def main(database_url: str | None) -> None:
     settings = {"PYQD_WORKERS": "4", "PYQD_JOB_CONCURRENCY": "4", "PYQD_JOB_HEARTBEAT_S": "1"}
     with running_server(database_url, **settings) as srv:
-        headers = srv.add_user("BENCH", "bench-pw")
+        headers = srv.add_user("BENCH", "bench-pw-long-password")
         client = httpx.Client(base_url=srv.url, headers=headers, timeout=120)
         client.post("/oml/api/pyqd/v1/scripts", json={"name": "trivial", "script": "def trivial():\n    return 1\n"})
         client.post("/oml/api/py-scripts/v1/do-eval/trivial", json={})  # warm a worker
@@ -51,7 +51,7 @@ def main(database_url: str | None) -> None:
 
     burst_settings = {"PYQD_WORKERS": "2", "PYQD_WARM_WORKERS": "2", "PYQD_WORKER_WAIT_S": "1"}
     with running_server(database_url, **burst_settings) as srv:
-        headers = srv.add_user("BENCH", "bench-pw")
+        headers = srv.add_user("BENCH", "bench-pw-long-password")
         client = httpx.Client(base_url=srv.url, headers=headers, timeout=120)
         src = "def nap():\n    import time\n    time.sleep(0.2)\n    return 1\n"
         client.post("/oml/api/pyqd/v1/scripts", json={"name": "nap", "script": src})

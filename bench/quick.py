@@ -42,8 +42,8 @@ def ms(xs: list[float]) -> str:
 
 def main(database_url: str | None) -> None:
     with running_server(database_url) as srv:
-        headers = srv.add_user("BENCH", "bench-pw")
-        oml.connect(url=srv.url, username="BENCH", password="bench-pw")
+        headers = srv.add_user("BENCH", "bench-pw-long-password")
+        oml.connect(url=srv.url, username="BENCH", password="bench-pw-long-password")
         client = httpx.Client(base_url=srv.url, headers=headers, timeout=600)
         oml.script.create("trivial", func="def trivial():\n    return 1\n", overwrite=True)
         iris = iris_frame()

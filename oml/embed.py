@@ -2,7 +2,9 @@
 `group_apply`, `index_apply`. `func` may be a repository script name, a Python function, a string holding a
 `def`, or a Callable from `oml.script.load`; functions and strings run without a repository entry. Keyword
 arguments (JSON-serializable) go to the function, `oml_*` ones are controls (`oml_async_flag=True` returns a
-`Job`, `oml_timeout` sets its time limit). Results come back as the Python objects the function returned."""
+`Job`, `oml_timeout` sets its time limit). Results of your own scripts and functions come back as the Python
+objects the function returned; results of other owners' scripts (global or granted) come back as JSON values,
+because unpickling would run their code here, unless you pass `oml_trust_pickle=True`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import cloudpickle
+import httpx
 import orjson
 import pandas as pd
 
@@ -73,6 +76,8 @@ def _columns(spec: Any, what: str) -> str:
 
 
 Units = list[tuple[str, Any, list[tuple[bytes, str | None]]]]
+#: Content type of pickled answers (the server's `resultFormat: "pickle"`).
+PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 
 
 def _run(
@@ -87,6 +92,7 @@ def _run(
     """Call the verb; the shaped result, or a Job when `oml_async_flag=True` was given."""
     async_flag = bool(kwargs.pop("oml_async_flag", False))
     timeout = kwargs.pop("oml_timeout", None)
+    trust_pickle = kwargs.pop("oml_trust_pickle", False) is True
     try:
         parameters = orjson.dumps(kwargs).decode()
     except TypeError as e:
@@ -101,9 +107,13 @@ def _run(
         body["asyncFlag"] = True
         if timeout is not None:
             body["timeout"] = int(timeout)
+    if trust_pickle:
+        body["trustPickle"] = True
     if isinstance(func, ScriptCallable):
         func, func_owner = func.name, func_owner or func.owner
     if isinstance(func, str) and SCRIPT_NAME_RE.fullmatch(func):
+        if func_owner and func_owner.upper() != _connection.current().username and not trust_pickle:
+            body["resultFormat"] = "json"  # another owner's script: its values, never its pickles
         path = f"{PY_SCRIPTS}/v2/{verb}/{quote(func, safe='')}"
         if func_owner:
             path += f"/{quote(func_owner, safe='')}"
@@ -115,6 +125,14 @@ def _run(
     r = _connection.current().request("POST", path, json=body)
     if async_flag:
         return Job(r.headers["location"], shape)
+    return _answer(r, shape)
+
+
+def _answer(r: httpx.Response, shape: Callable[[Units], Any]) -> Any:
+    """The call's value: unpickled only when the server sent pickles (own scripts and functions, or opted in);
+    another owner's script answers OML's JSON, returned as its `result` value."""
+    if r.headers.get("content-type", "").split(";")[0].strip() != PICKLE_MEDIA_TYPE:
+        return r.json()["result"]
     return shape(_units(r.content))
 
 
@@ -150,7 +168,7 @@ class Job:
     def result(self) -> Any:
         """The function's result; raises the server's error if the job failed, NotFoundError until it is done."""
         r = _connection.current().request("GET", f"{self.location}/result")
-        return self._shape(_units(r.content))
+        return _answer(r, self._shape)
 
     def cancel(self) -> None:
         """Stop the job (its workers are killed) and delete it."""

@@ -6,6 +6,7 @@ RepositoryError
 ├── InvalidScript(name, detail)   source that does not compile or defines no function
 ├── InvalidScriptName(name)       a name that breaks the naming rules
 └── NotScriptOwner(name)          drop/overwrite/grant of a script the caller did not create
+    └── AdminRequired(name)       create/replace/drop of a global script by a non-administrator
 """
 
 from __future__ import annotations
@@ -46,3 +47,11 @@ class NotScriptOwner(RepositoryError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"Only the creator of global script {name} or an administrator may change it")
+
+
+class AdminRequired(NotScriptOwner):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        RepositoryError.__init__(
+            self, f"Creating, replacing or dropping global script {name} needs an administrator (as PYQADMIN)"
+        )

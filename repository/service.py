@@ -12,7 +12,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from repository.errors import InvalidScriptName, NotScriptOwner, ScriptExists, ScriptNotFound
+from repository.errors import AdminRequired, InvalidScriptName, ScriptExists, ScriptNotFound
 from repository.models import Script, ScriptGrant
 from repository.source import entry_function
 
@@ -69,8 +69,11 @@ def create_script(
     description: str | None = None,
     is_admin: bool = False,
 ) -> ScriptInfo:
-    """Store a function; checks that the source compiles and defines a function."""
+    """Store a function; checks that the source compiles and defines a function. Only administrators create or
+    replace global scripts: whoever runs one hands it their identity."""
     check_name(name)
+    if is_global and not is_admin:
+        raise AdminRequired(name)
     entry_function(name, source)
     owner = GLOBAL_OWNER if is_global else caller
     now = _now()
@@ -97,8 +100,6 @@ def create_script(
                 raise
     if not overwrite:
         raise ScriptExists(name, owner)
-    if is_global and existing.created_by != caller and not is_admin:
-        raise NotScriptOwner(name)
     existing.source, existing.description, existing.updated_at = source, description, now
     session.flush()
     return _info(existing)
@@ -131,12 +132,12 @@ def get_script(session: Session, caller: str, name: str, owner: str | None = Non
 
 def drop_script(session: Session, caller: str, name: str, *, is_global: bool = False, is_admin: bool = False) -> None:
     check_name(name)
+    if is_global and not is_admin:
+        raise AdminRequired(name)
     owner = GLOBAL_OWNER if is_global else caller
     s = session.scalar(select(Script).where(Script.owner == owner, Script.name == name))
     if s is None:
         raise ScriptNotFound(name, owner)
-    if is_global and s.created_by != caller and not is_admin:
-        raise NotScriptOwner(name)
     session.delete(s)
     session.flush()
 

@@ -17,9 +17,17 @@ from tables import service as tbl
 def add_user(services: Services, name: str, password: str, *, is_admin: bool = False) -> User:
     """Create the account and its (empty) schema."""
     with write_session(services.sessions) as session:
-        user = auth_service.create_user(session, name, password, is_admin=is_admin)
+        user = auth_service.create_user(
+            session, name, password, is_admin=is_admin, min_length=services.settings.password_min_length
+        )
     services.user_data.ensure_schema(user.name)
     return user
+
+
+def set_password(services: Services, name: str, password: str) -> None:
+    """Change a password (at least PYQD_PASSWORD_MIN_LENGTH characters); the user's tokens stop working."""
+    with write_session(services.sessions) as session:
+        auth_service.set_password(session, name, password, min_length=services.settings.password_min_length)
 
 
 def remove_user(services: Services, name: str, *, removed_by: str | None = None) -> None:

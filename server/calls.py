@@ -3,15 +3,18 @@ validate the body, resolve the script, gate the input query, mint the script's s
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
 from datastore import service as ds
-from engines.pool import RequestHandler
 from engines.runner import Call, Execution
 from engines.spec import VERBS, ApplyRequest, parse_request
 from repository import service as repo
 from repository.source import entry_function
+from server.auth.tokens import TokenClaims
+from server.bridge import TokenSource
 from server.errors import BadRequest
 from server.services import Services
 from tables import query as tq
@@ -21,20 +24,32 @@ from tables.gate import column_name
 PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 #: Seconds a script's token outlives its call's time limit.
 TOKEN_MARGIN_S = 60
+#: Body field by which a caller accepts pickled results of another owner's script.
+TRUST_PICKLE = "trustPickle"
+#: Key under which a job's request keeps the submitting session (see `session_to_json`).
+JOB_SESSION_KEY = "__pyqdSession"
 
 
 def resolve_script(
     services: Services, caller: str, script: str | None, owner: str | None, body: dict[str, Any]
 ) -> tuple[str, str]:
-    """(name, source) of a repository script, or of an ad-hoc function given in the body (pyqd extension)."""
+    """(name, source) of a repository script, or of an ad-hoc function given in the body (pyqd extension).
+
+    A pickled result of another owner's script (global or granted) is answered as JSON instead: unpickling
+    runs code in the caller's process, which only the caller's own code may do. The body opts in with
+    `"trustPickle": true` (the client's `oml_trust_pickle=True`); this function sets `resultFormat` to
+    "json" in `body` otherwise, so the sync answer and a job's stored request both follow."""
     if script is not None:
 
-        def load() -> tuple[str, str]:
+        def load() -> tuple[str, str, str]:
             with services.sessions() as session:
                 info = repo.get_script(session, caller, script, owner)
-            return info.name, info.source
+            return info.name, info.source, info.owner
 
-        return services.script_cache.get_or_load((caller, script, owner), load)
+        name, source, script_owner = services.script_cache.get_or_load((caller, script, owner), load)
+        if script_owner != caller and body.get("resultFormat") == "pickle" and body.get(TRUST_PICKLE) is not True:
+            body["resultFormat"] = "json"
+        return name, source
     source = body.get("script")
     name = body.get("name") or "script"
     if not isinstance(source, str) or not isinstance(name, str):
@@ -65,8 +80,11 @@ def prepare(
     *,
     time_limit_s: float | None = None,
     is_job: bool = False,
+    auth_session: TokenClaims | None = None,
 ) -> Execution:
-    """An Execution ready to run (the input query is checked now; its rows are read while running)."""
+    """An Execution ready to run (the input query is checked now; its rows are read while running). The
+    script's `import oml` speaks for `auth_session` (the caller's token session) through a narrow script token;
+    without a session it gets no identity at all."""
     req: ApplyRequest = parse_request(VERBS[verb], body)
     settings = services.settings
     batches = None
@@ -80,8 +98,9 @@ def prepare(
         batches = tq.stream_query(services.user_data, gated, caller, timeout_s=settings.query_time_limit_s)
     assert services.pool is not None
     limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
+    call_id = str(uuid.uuid4())
     call = Call(
-        call_id=str(uuid.uuid4()),
+        call_id=call_id,
         user=caller,
         script_name=script_name,
         source=source,
@@ -97,21 +116,41 @@ def prepare(
         spill_dir=str(settings.data_dir / "spill"),
         spill_bytes=settings.result_spill_bytes,
     )
-    token = services.signer.issue(caller, ttl_s=int(limit) + TOKEN_MARGIN_S).token
-    return Execution(services.pool, call, batches, on_request=_as_caller(services, token) if services.bridge else None)
+    token = script_token(services, auth_session, call_id, time.time() + limit + TOKEN_MARGIN_S)
+    on_request = services.bridge.handler_for(token) if services.bridge else None
+    return Execution(services.pool, call, batches, on_request=on_request)
 
 
-def _as_caller(services: Services, token: str) -> RequestHandler:
-    """Serves a worker's requests as the caller: whatever credentials the worker sent are dropped."""
-    bridge = services.bridge
-    assert bridge is not None
+def script_token(services: Services, session: TokenClaims | None, call_id: str, expires_at: float) -> TokenSource:
+    """The call's script token, minted on the first request of its `import oml` (calls that never use `oml`
+    mint nothing). It never reaches the worker: the bridge adds it to each request server-side."""
+    lock = threading.Lock()
+    minted: list[str] = []
 
-    def handle(message: tuple) -> tuple:
-        _, method, path, headers, body = message
-        kept = [(k, v) for k, v in headers if k.lower() not in (b"authorization", b"cookie")]
-        return bridge.handle(("http", method, path, [*kept, (b"authorization", f"Bearer {token}".encode())], body))
+    def token() -> str | None:
+        if session is None:
+            return None
+        with lock:
+            if not minted:
+                minted.append(services.signer.issue_script(session, call_id, expires_at=expires_at).token)
+            return minted[0]
 
-    return handle
+    return token
+
+
+def session_to_json(claims: TokenClaims) -> dict[str, Any]:
+    """What a job keeps of its submitter's session, so its script token is bound to that session too."""
+    return {"sub": claims.user, "sid": claims.sid, "oat": claims.first_issued_ms, "cid": claims.client_id}
+
+
+def session_from_json(owner: str, data: object) -> TokenClaims | None:
+    """The session a job was submitted in (None for jobs stored without one, or with a damaged record)."""
+    if not isinstance(data, dict) or data.get("sub") != owner:
+        return None
+    sid, oat, cid = data.get("sid"), data.get("oat"), data.get("cid")
+    if not isinstance(sid, str) or not isinstance(oat, int) or not (cid is None or isinstance(cid, str)):
+        return None
+    return TokenClaims(owner, sid, 0, oat, cid)
 
 
 def media_type(execution: Execution) -> str:

@@ -169,13 +169,11 @@ def user_list(settings: Settings) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input")
 def user_passwd(settings: Settings, name: str, password_stdin: bool) -> None:
     """Set a user's password (their existing tokens stop working)."""
-    from server.auth import service as auth_service
-    from server.db import write_session
+    from server import accounts
 
     password = _read_password(password_stdin, "New password")
     try:
-        with write_session(_services(settings).sessions) as session:
-            auth_service.set_password(session, name, password)
+        accounts.set_password(_services(settings), name, password)
     except Exception as e:  # noqa: BLE001
         _fail(e)
     click.echo(f"password changed for {name.upper()}")

@@ -65,16 +65,52 @@ class Caller:
     claims: TokenClaims
 
 
+#: The only routes a script token opens (module.function of the endpoint): what `import oml` inside a script
+#: needs for the caller's own (or granted) objects. Everything else, admin and token routes, script
+#: create/drop, execution and table changes, refuses it. Deny by default: a new route is closed to scripts
+#: until it is added here.
+SCRIPT_ROUTES = frozenset(
+    {
+        "server.routes.datastores.list_datastores",
+        "server.routes.datastores.save_datastore",
+        "server.routes.datastores.describe_datastore",
+        "server.routes.datastores.load_object",
+        "server.routes.datastores.delete_datastore",
+        "server.routes.datastores.grant_datastore",
+        "server.routes.datastores.revoke_datastore",
+        "server.routes.scripts.list_scripts_v1",
+        "server.routes.scripts.list_scripts_v2_all",
+        "server.routes.scripts.list_scripts_v2",
+        "server.routes.scripts.get_script",
+        "server.routes.tables.list_tables",
+        "server.routes.tables.describe_table",
+        "server.routes.tables.read_rows",
+        "server.routes.tables.table_data",
+        "server.routes.queries.run_query",
+    }
+)
+
+
+def endpoint_name(request: Request) -> str | None:
+    """module.function of the endpoint the request was routed to."""
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    return f"{endpoint.__module__}.{endpoint.__name__}" if endpoint is not None else None
+
+
 async def current_user(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """Verify the bearer token (signature, expiry, revocation, password changes) → the caller. A session that
-    checked out is trusted for `PYQD_LOOKUP_CACHE_S` without asking the database again."""
+    checked out is trusted for `PYQD_LOOKUP_CACHE_S` without asking the database again. A script token is
+    accepted only on SCRIPT_ROUTES, and never speaks as an administrator."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise TokenInvalid("Missing bearer token")
     claims = services.signer.decode(credentials.credentials)
-    key = (claims.sid, claims.user, claims.first_issued_ms, claims.client_id)
+    if claims.is_script and endpoint_name(request) not in SCRIPT_ROUTES:
+        raise Forbidden("A script's token cannot be used for this operation")
+    key = (claims.sid, claims.user, claims.first_issued_ms, claims.client_id, claims.is_script)
     cached: Caller | None = services.auth_cache.get(key)
     if cached is not None:
         return cached
@@ -86,7 +122,7 @@ async def current_user(
 def _check(services: Services, claims: TokenClaims) -> Caller:
     with services.sessions() as session:
         user = auth_service.check_session(session, claims)
-        return Caller(user.name, user.is_admin, claims)
+        return Caller(user.name, user.is_admin and not claims.is_script, claims)
 
 
 CurrentUser = Annotated[Caller, Depends(current_user)]

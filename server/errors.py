@@ -43,6 +43,7 @@ CANCELLED = ErrorCode(400, 1041)
 WORKER_CRASHED = ErrorCode(500, 1050)
 INTERNAL = ErrorCode(500, 1500)
 BUSY = ErrorCode(503, 1503)
+TOO_MANY_REQUESTS = ErrorCode(429, 1429)
 
 #: Domain error class → HTTP status and errorCode. A new error is one new line.
 ERROR_TABLE: dict[type[Exception], ErrorCode] = {
@@ -54,6 +55,9 @@ ERROR_TABLE: dict[type[Exception], ErrorCode] = {
     auth.ClientNotFound: NOT_FOUND,
     auth.InvalidName: INVALID_PARAMETER,
     auth.LastAdministrator: INVALID_PARAMETER,
+    auth.PasswordTooShort: INVALID_PARAMETER,
+    auth.LoginThrottled: TOO_MANY_REQUESTS,
+    auth.HashingBusy: BUSY,
     repo.ScriptNotFound: NOT_FOUND,
     repo.ScriptExists: ALREADY_EXISTS,
     repo.InvalidScript: INVALID_PARAMETER,
@@ -112,7 +116,7 @@ def oml_error(status: int, code: int, message: str, headers: dict[str, str] | No
 def _headers(ec: ErrorCode, exc: Exception) -> dict[str, str] | None:
     if ec.status == 401:
         return {"WWW-Authenticate": "Bearer"}
-    if ec.status == 503:
+    if ec.status in (429, 503):
         return {"Retry-After": str(getattr(exc, "retry_after", 1))}
     return None
 

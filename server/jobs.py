@@ -17,6 +17,7 @@ from engines.models import Job
 from engines.runner import Execution
 from engines.scheduler import JobScheduler, Outcome, SchedulerConfig
 from server import calls, errors
+from server.auth.tokens import TokenClaims
 from server.db import write_session
 from server.services import Services
 
@@ -63,13 +64,17 @@ def submit(
     source: str,
     body: dict[str, Any],
     timeout_s: int | None,
+    session: TokenClaims | None = None,
 ) -> JobRecord:
-    """Queue a job (its request was validated by the caller); JobQueueFull past the queue limit."""
+    """Queue a job (its request was validated by the caller); JobQueueFull past the queue limit. The job's
+    script token will speak for `session` (the submitter's), and die with it."""
     assert services.jobs is not None
     store = services.jobs.store
     if store.waiting() >= services.settings.job_queue_limit:
         raise JobQueueFull()
-    request = {k: v for k, v in body.items() if k not in ("asyncFlag", "timeout")}
+    request = {k: v for k, v in body.items() if k not in ("asyncFlag", "timeout", calls.JOB_SESSION_KEY)}
+    if session is not None:
+        request[calls.JOB_SESSION_KEY] = calls.session_to_json(session)
     job = Job(
         id=str(uuid.uuid4()),
         owner=caller,
@@ -93,6 +98,7 @@ def run_job(
     observe: Callable[[Execution, str], None] | None = None,
 ) -> Outcome:
     body = orjson.loads(record.request)
+    session = calls.session_from_json(record.owner, body.pop(calls.JOB_SESSION_KEY, None))
     try:
         execution = calls.prepare(
             services,
@@ -103,6 +109,7 @@ def run_job(
             body,
             time_limit_s=record.timeout_s,
             is_job=True,
+            auth_session=session,
         )
         register(execution)
         body = execution.run()

@@ -14,6 +14,7 @@ from engines.identity import worker_limits
 from engines.pool import PoolConfig, WorkerPool
 from server.auth import service as auth_service
 from server.auth.keys import load_signing_key
+from server.auth.throttle import LoginThrottle, ThrottleConfig
 from server.auth.tokens import TokenSigner
 from server.cache import TTLCache
 from server.db import create_metadata_engine, run_migrations, session_factory
@@ -43,6 +44,8 @@ class Services:
     #: Token sessions and scripts recently checked (cleared by every change made through this server).
     auth_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
     script_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
+    #: Failed logins per user and address (see server.auth.throttle).
+    login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleConfig()))
     #: Identifies these services (this process's view of its stores) to workers.
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
 
@@ -86,7 +89,9 @@ def open_services(settings: Settings, *, migrate: bool = True) -> Services:
     """Open the stores (creating the data directory, key and schema on first start)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
-    auth_service.configure_password_hashing(settings.password_hash_time_cost, settings.password_hash_memory_kib)
+    auth_service.configure_password_hashing(
+        settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_concurrency
+    )
     engine = create_metadata_engine(settings)
     if migrate:
         run_migrations(engine)
@@ -99,4 +104,13 @@ def open_services(settings: Settings, *, migrate: bool = True) -> Services:
     svc = Services(settings, engine, session_factory(engine), signer, user_data)
     svc.auth_cache = TTLCache(settings.lookup_cache_s)
     svc.script_cache = TTLCache(settings.lookup_cache_s)
+    svc.login_throttle = LoginThrottle(
+        ThrottleConfig(
+            user_max_failures=settings.login_user_max_failures,
+            address_max_failures=settings.login_address_max_failures,
+            lockout_s=settings.login_lockout_s,
+            lockout_max_s=settings.login_lockout_max_s,
+            failure_window_s=settings.login_failure_window_s,
+        )
+    )
     return svc

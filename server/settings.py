@@ -112,6 +112,20 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info")
 
+    # -- identity and logins (issue 8) ------------------------------------------------------------------
+    #: Shortest password accepted when a user is created or a password is set (admin API and `pyqd user`).
+    password_min_length: int = 12
+    #: Failed logins for one user name (or API client id), and from one client address, before lockouts start.
+    login_user_max_failures: int = 5
+    login_address_max_failures: int = 20
+    #: First lockout, seconds; each further failure doubles it, up to `login_lockout_max_s`.
+    login_lockout_s: float = 2.0
+    login_lockout_max_s: float = 900.0
+    #: Seconds without a failure after which a user's or address's failures are forgotten.
+    login_failure_window_s: float = 900.0
+    #: argon2 hashes computed at once (each takes `password_hash_memory_kib`); 0 means one per CPU core.
+    password_hash_concurrency: int = 0
+
     @field_validator("tenant", "database")
     @classmethod
     def _upper(cls, v: str) -> str:

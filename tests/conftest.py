@@ -153,7 +153,7 @@ class Api:
 
     def user(self, name: str, password: str | None = None, *, admin: bool = False) -> dict[str, str]:
         """Create a user through the admin API and return bearer headers for it."""
-        password = password or f"pw-{name}"
+        password = password or f"password-of-{name}"
         r = self.client.post(
             "/oml/api/pyqd/v1/admin/users",
             headers=self.admin,
@@ -255,6 +255,6 @@ def oml_user(live_server: str, services: Services) -> Iterator[tuple[str, str, s
     import oml
     from server import accounts
 
-    accounts.add_user(services, "OML_USER", "oml-user-pw")
-    yield live_server, "OML_USER", "oml-user-pw"
+    accounts.add_user(services, "OML_USER", "oml-user-password")
+    yield live_server, "OML_USER", "oml-user-password"
     oml.disconnect()

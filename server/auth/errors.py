@@ -9,7 +9,10 @@ AuthError
 ├── UserNotFound(name)  no such user
 ├── ClientNotFound(id)  no such API client
 ├── InvalidName(name)   a user name that breaks the naming rules
-└── LastAdministrator(name)  removing the only administrator left
+├── PasswordTooShort(min_length)  a new password under PYQD_PASSWORD_MIN_LENGTH characters
+├── LastAdministrator(name)  removing the only administrator left
+├── LoginThrottled(retry_after)  too many failed logins for this user or address: locked out for a while
+└── HashingBusy         every password-hashing slot is taken and the queue is full: try again shortly
 """
 
 from __future__ import annotations
@@ -66,3 +69,23 @@ class LastAdministrator(AuthError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"{name} is the last administrator and cannot be removed; make another one first")
+
+
+class PasswordTooShort(AuthError):
+    def __init__(self, min_length: int) -> None:
+        self.min_length = min_length
+        super().__init__(f"The password must have at least {min_length} characters")
+
+
+class LoginThrottled(AuthError):
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(f"Too many failed logins; try again in {self.retry_after} s")
+
+
+class HashingBusy(AuthError):
+    #: Seconds a client should wait before trying again.
+    retry_after = 1
+
+    def __init__(self) -> None:
+        super().__init__("Too many logins at once; try again shortly")

@@ -11,8 +11,17 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
-from server.auth.errors import BadCredentials, ClientNotFound, InvalidName, TokenInvalid, UserExists, UserNotFound
+from server.auth.errors import (
+    BadCredentials,
+    ClientNotFound,
+    InvalidName,
+    PasswordTooShort,
+    TokenInvalid,
+    UserExists,
+    UserNotFound,
+)
 from server.auth.models import ApiClient, RevokedSession, User
+from server.auth.throttle import HashGate, default_hash_concurrency
 from server.auth.tokens import TokenClaims
 
 #: User names: an Oracle-style identifier, stored and shown upper-case.
@@ -22,21 +31,43 @@ RESERVED_USER_NAMES = frozenset({"PYQSYS", "PUBLIC", "SYS", "SYSTEM", "INFORMATI
 
 _hasher = PasswordHash.recommended()
 _dummy_hash: str | None = None
+#: Bounds the argon2 computations running at once (each needs its full memory cost).
+hash_gate = HashGate(default_hash_concurrency())
 
 
-def configure_password_hashing(time_cost: int, memory_kib: int) -> None:
-    """Set the argon2 cost of new hashes (existing hashes keep verifying with their own parameters)."""
-    global _hasher, _dummy_hash
+def configure_password_hashing(time_cost: int, memory_kib: int, concurrency: int = 0) -> None:
+    """Set the argon2 cost of new hashes (existing hashes keep verifying with their own parameters) and how
+    many run at once (0: one per core)."""
+    global _hasher, _dummy_hash, hash_gate
     _hasher = PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib),))
     _dummy_hash = None
+    slots = concurrency or default_hash_concurrency()
+    if slots != hash_gate.slots:
+        hash_gate = HashGate(slots)
+
+
+def _hash(password: str) -> str:
+    with hash_gate.slot():
+        return _hasher.hash(password)
+
+
+def _verify(password: str, hashed: str) -> bool:
+    with hash_gate.slot():
+        return _hasher.verify(password, hashed)
+
+
+def check_password_rule(password: str, min_length: int) -> None:
+    """PasswordTooShort unless the password has at least `min_length` characters."""
+    if not isinstance(password, str) or len(password) < min_length:
+        raise PasswordTooShort(min_length)
 
 
 def _verify_nothing(password: str) -> None:
     """Spend a verification's time when the user does not exist, so timing does not reveal which names exist."""
     global _dummy_hash
     if _dummy_hash is None:
-        _dummy_hash = _hasher.hash(secrets.token_hex(16))
-    _hasher.verify(password, _dummy_hash)
+        _dummy_hash = _hash(secrets.token_hex(16))
+    _verify(password, _dummy_hash)
 
 
 def utcnow() -> datetime:
@@ -69,14 +100,15 @@ def normalize_user_name(name: str) -> str:
     return upper
 
 
-def create_user(session: Session, name: str, password: str, *, is_admin: bool = False) -> User:
+def create_user(session: Session, name: str, password: str, *, is_admin: bool = False, min_length: int = 0) -> User:
     name = normalize_user_name(name)
+    check_password_rule(password, min_length)
     if session.get(User, name) is not None:
         raise UserExists(name)
     now = _tokens_valid_from_now()
     user = User(
         name=name,
-        password_hash=_hasher.hash(password),
+        password_hash=_hash(password),
         is_admin=is_admin,
         created_at=now,
         # Refuses tokens of an earlier user of the same name (removed, then the name given again).
@@ -98,10 +130,11 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.name)))
 
 
-def set_password(session: Session, name: str, password: str) -> None:
+def set_password(session: Session, name: str, password: str, *, min_length: int = 0) -> None:
     """Change a password; every token issued before now stops working."""
+    check_password_rule(password, min_length)
     user = get_user(session, name)
-    user.password_hash = _hasher.hash(password)
+    user.password_hash = _hash(password)
     # Sessions record their start in milliseconds: one begun in this same millisecond stays valid.
     user.tokens_valid_after = _tokens_valid_from_now()
     session.flush()
@@ -121,7 +154,7 @@ def authenticate(session: Session, name: str, password: str) -> User:
     if user is None:
         _verify_nothing(password)
         raise BadCredentials()
-    if not _hasher.verify(password, user.password_hash):
+    if not _verify(password, user.password_hash):
         raise BadCredentials()
     return user
 
@@ -134,7 +167,7 @@ def create_client(session: Session, name: str, user_name: str) -> tuple[ApiClien
         client_id=secrets.token_urlsafe(12),
         name=name,
         user_name=user.name,
-        secret_hash=_hasher.hash(secret),
+        secret_hash=_hash(secret),
         created_at=utcnow(),
     )
     session.add(client)
@@ -162,7 +195,7 @@ def authenticate_client(session: Session, client_id: str, secret: str) -> ApiCli
     if client is None:
         _verify_nothing(secret)
         raise BadCredentials("Invalid client credentials")
-    if not _hasher.verify(secret, client.secret_hash):
+    if not _verify(secret, client.secret_hash):
         raise BadCredentials("Invalid client credentials")
     return client
 

@@ -18,6 +18,8 @@ ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "sid", "exp", "oat"]
 #: How many verified tokens `TokenSigner.decode` remembers (forgets them all when full).
 VERIFIED_CACHE_SIZE = 4096
+#: `scp` claim of a script token: the narrow identity of one call's `import oml` (see `issue_script`).
+SCRIPT_SCOPE = "script"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class TokenClaims:
     first_issued_ms: int
     #: Set when the token was issued to an API client (client_credentials grant).
     client_id: str | None = None
+    #: SCRIPT_SCOPE for a script token (only the routes `import oml` needs accept it); None for a full token.
+    scope: str | None = None
+    #: The call a script token was minted for.
+    call_id: str | None = None
+
+    @property
+    def is_script(self) -> bool:
+        return self.scope is not None
 
     @property
     def first_issued_at(self) -> float:
@@ -71,8 +81,22 @@ class TokenSigner:
         exp = iat + (ttl_s if ttl_s is not None else self.ttl_s)
         return self._sign(TokenClaims(user, sid, exp, math.floor(t * 1000), client_id), iat)
 
+    def issue_script(
+        self, session: TokenClaims, call_id: str, *, expires_at: float, now: float | None = None
+    ) -> IssuedToken:
+        """A script token for one call: the caller's session (so revoking the session or changing the password
+        ends it), marked as a script token, expiring at `expires_at` but never after the session's last moment."""
+        iat = int(now if now is not None else time.time())
+        exp = min(int(expires_at), session.first_issued_ms // 1000 + self.max_age_s)
+        claims = TokenClaims(
+            session.user, session.sid, exp, session.first_issued_ms, session.client_id, SCRIPT_SCOPE, call_id
+        )
+        return self._sign(claims, iat)
+
     def refresh(self, claims: TokenClaims, *, now: float | None = None) -> IssuedToken:
         """One more hour for a valid token's session, never past `max_age_s` after the first issue."""
+        if claims.is_script:
+            raise RefreshDenied("A script token cannot be refreshed")
         iat = int(now if now is not None else time.time())
         deadline = claims.first_issued_ms // 1000 + self.max_age_s
         if iat >= deadline:
@@ -108,6 +132,8 @@ class TokenSigner:
                 expires_at=int(data["exp"]),
                 first_issued_ms=int(data["oat"]),
                 client_id=str(data["cid"]) if "cid" in data else None,
+                scope=str(data["scp"]) if "scp" in data else None,
+                call_id=str(data["cal"]) if "cal" in data else None,
             )
         except (TypeError, ValueError):
             raise TokenInvalid("Invalid access token") from None
@@ -116,5 +142,7 @@ class TokenSigner:
         payload: dict[str, object] = {"sub": c.user, "sid": c.sid, "exp": c.expires_at, "oat": c.first_issued_ms}
         if c.client_id:
             payload["cid"] = c.client_id
+        if c.scope:
+            payload["scp"], payload["cal"] = c.scope, c.call_id
         token = jwt.encode(payload, self._key, algorithm=ALGORITHM)
         return IssuedToken(token, c.expires_at - now, c)

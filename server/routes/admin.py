@@ -31,14 +31,14 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=30, examples=["OML_USER"])
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(max_length=1024, description="At least PYQD_PASSWORD_MIN_LENGTH (12) characters")
     admin: bool = False
 
 
 class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(max_length=1024, description="At least PYQD_PASSWORD_MIN_LENGTH (12) characters")
 
 
 class ClientCreate(BaseModel):
@@ -61,11 +61,7 @@ async def create_user(body: UserCreate, _: AdminUser, services: ServicesDep) -> 
 
 @router.put("/users/{name}/password", summary="Set a user's password (their existing tokens stop working)")
 async def set_password(name: UserName, body: PasswordChange, _: AdminUser, services: ServicesDep) -> dict[str, Any]:
-    def change() -> None:
-        with write_session(services.sessions) as session:
-            auth_service.set_password(session, name, body.password)
-
-    await run_in_threadpool(change)
+    await run_in_threadpool(accounts.set_password, services, name, body.password)
     return {"result": "password changed"}
 
 

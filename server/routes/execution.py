@@ -44,12 +44,12 @@ async def _execute(
     verb: str, script: str | None, owner: str | None, request: Request, caller: Caller, services: Services
 ) -> Response:
     body = await json_body(request, required=False)
-    name, source, execution = await run_in_threadpool(_prepare, services, caller.name, verb, script, owner, body)
+    name, source, execution = await run_in_threadpool(_prepare, services, caller, verb, script, owner, body)
     req = execution.call.request
     if req.async_flag:
         version = "v1" if "/py-scripts/v1/" in request.url.path else "v2"
         job = await run_in_threadpool(
-            jobs.submit, services, caller.name, version, verb, name, source, body, req.timeout
+            jobs.submit, services, caller.name, version, verb, name, source, body, req.timeout, caller.claims
         )
         location = tenant_url(request, services.settings, f"py-scripts/{version}/jobs/{job.id}")
         return Response(status_code=201, headers={"Location": location})
@@ -65,10 +65,10 @@ async def _execute(
 
 
 def _prepare(
-    services: Services, caller: str, verb: str, script: str | None, owner: str | None, body: dict[str, Any]
+    services: Services, caller: Caller, verb: str, script: str | None, owner: str | None, body: dict[str, Any]
 ) -> tuple[str, str, Execution]:
-    name, source = calls.resolve_script(services, caller, script, owner, body)
-    return name, source, calls.prepare(services, caller, verb, name, source, body)
+    name, source = calls.resolve_script(services, caller.name, script, owner, body)
+    return name, source, calls.prepare(services, caller.name, verb, name, source, body, auth_session=caller.claims)
 
 
 def _add_verb(verb: str) -> None:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from server.auth import service as auth_service
-from server.auth.errors import BadCredentials, TokenInvalid
+from server.auth.errors import BadCredentials, HashingBusy, LoginThrottled, TokenInvalid
 from server.auth.tokens import IssuedToken, TokenClaims
 from server.deps import ServicesDep
 from server.errors import BadRequest
@@ -67,23 +67,56 @@ def _bearer(request: Request) -> str | None:
 def _refresh(services: Services, token: str | None) -> IssuedToken:
     if not token:
         raise BadRequest("The refresh grant needs the current access token (refresh_token or token)")
-    claims = services.signer.decode(token)
+    claims = _full_token(services, token)
     with services.sessions() as session:
         auth_service.check_session(session, claims)
     return services.signer.refresh(claims)
 
 
-def _client_credentials(services: Services, client_id: str, secret: str) -> IssuedToken:
-    with services.sessions() as session:
-        client = auth_service.authenticate_client(session, client_id, secret)
+def _full_token(services: Services, token: str) -> TokenClaims:
+    """A verified token that is not a script's (script tokens are neither refreshed nor used to revoke)."""
+    claims = services.signer.decode(token)
+    if claims.is_script:
+        raise TokenInvalid("A script's token cannot be refreshed or revoked")
+    return claims
+
+
+#: Longest user name or client id kept as a throttling key (longer ones cannot exist anyway).
+MAX_KEY_CHARS = 64
+
+
+def _address(request: Request) -> str | None:
+    """The client's address, as the server sees it (behind a proxy, configure uvicorn's forwarded headers)."""
+    return request.client.host if request.client else None
+
+
+def _client_credentials(services: Services, client_id: str, secret: str, address: str | None) -> IssuedToken:
+    throttle, key = services.login_throttle, "client:" + client_id[:MAX_KEY_CHARS]
+    throttle.check(key, address)
+    try:
+        with services.sessions() as session:
+            client = auth_service.authenticate_client(session, client_id, secret)
+    except BadCredentials:
+        throttle.failed(key, address)
+        raise
+    throttle.succeeded(key)
     return services.signer.issue(client.user_name, client_id=client.client_id)
 
 
-def _password(services: Services, username: Any, password: Any) -> IssuedToken:
+def _password(services: Services, username: Any, password: Any, address: str | None) -> IssuedToken:
+    """A new session for a right password; refused at once (LoginThrottled) while the user or the address is
+    locked out after repeated failures."""
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("The password grant needs username and password strings")
-    with services.sessions() as session:
-        user = auth_service.authenticate(session, username, password)
+    throttle, key = services.login_throttle, username[:MAX_KEY_CHARS]
+    throttle.check(key, address)
+    try:
+        with services.sessions() as session:
+            user = auth_service.authenticate(session, username, password)
+    except BadCredentials:
+        throttle.failed(key, address)
+        raise
+    throttle.succeeded(key)
     return services.signer.issue(user.name)
 
 
@@ -95,7 +128,9 @@ async def token(request: Request, services: ServicesDep) -> Response:
     body = await json_body(request)
     grant = body.get("grant_type")
     if grant == "password":
-        return _oml_token(await run_in_threadpool(_password, services, body.get("username"), body.get("password")))
+        return _oml_token(
+            await run_in_threadpool(_password, services, body.get("username"), body.get("password"), _address(request))
+        )
     if grant == "refresh_token":
         token = body.get("refresh_token") or body.get("token") or _bearer(request)
         return _oml_token(await run_in_threadpool(_refresh, services, token if isinstance(token, str) else None))
@@ -110,7 +145,7 @@ async def revoke(request: Request, services: ServicesDep) -> dict[str, str]:
         token = body.get("token") if isinstance(body.get("token"), str) else None
     if not token:
         raise TokenInvalid("Missing bearer token")
-    claims: TokenClaims = services.signer.decode(token)
+    claims = _full_token(services, token)
     await run_in_threadpool(_revoke, services, claims)
     return {"status": "ok"}
 
@@ -179,9 +214,11 @@ async def oauth_token(request: Request, services: ServicesDep) -> JSONResponse:
                 return _rfc_error(
                     401, "invalid_client", "Client authentication failed", {"WWW-Authenticate": 'Basic realm="pyqd"'}
                 )
-            issued = await run_in_threadpool(_client_credentials, services, *creds)
+            issued = await run_in_threadpool(_client_credentials, services, *creds, _address(request))
         elif grant == "password":
-            issued = await run_in_threadpool(_password, services, form.get("username"), form.get("password"))
+            issued = await run_in_threadpool(
+                _password, services, form.get("username"), form.get("password"), _address(request)
+            )
         elif grant == "refresh_token":
             issued = await run_in_threadpool(
                 _refresh, services, str(form.get("refresh_token") or "") or _bearer(request)
@@ -196,6 +233,11 @@ async def oauth_token(request: Request, services: ServicesDep) -> JSONResponse:
         return _rfc_error(400, "invalid_grant", str(e))
     except TokenInvalid as e:
         return _rfc_error(400, "invalid_grant", str(e))
+    except LoginThrottled as e:
+        # RFC 6749 has no throttling error; slow_down is the registered one (RFC 8628 §3.5).
+        return _rfc_error(429, "slow_down", str(e), {"Retry-After": str(e.retry_after)})
+    except HashingBusy as e:
+        return _rfc_error(503, "temporarily_unavailable", str(e), {"Retry-After": str(e.retry_after)})
     except BadRequest as e:
         return _rfc_error(400, "invalid_request", str(e))
     return JSONResponse(

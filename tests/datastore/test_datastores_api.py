@@ -441,8 +441,8 @@ def _version(i: int) -> dict[str, bytes]:
 
 
 def test_concurrent_overwrites_leave_exactly_one_complete_version(live_server, services):
-    accounts.add_user(services, "WRITER", "writer-pw")
-    headers = _token(live_server, "WRITER", "writer-pw")
+    accounts.add_user(services, "WRITER", "writer-pw-long-password")
+    headers = _token(live_server, "WRITER", "writer-pw-long-password")
     writers = 6
     digests = {i: {k: hashlib.sha256(v).hexdigest() for k, v in _version(i).items()} for i in range(writers * 2)}
     mixes: list[object] = []
@@ -496,9 +496,9 @@ def test_concurrent_overwrites_leave_exactly_one_complete_version(live_server, s
 def ds_users(oml_user, services):
     """(url, password per user): OML_USER connected, and OTHER_USER to switch to."""
     url, user, password = oml_user
-    accounts.add_user(services, "OTHER_USER", "other-pw")
+    accounts.add_user(services, "OTHER_USER", "other-pw-long-password")
     oml.connect(url=url, username=user, password=password)
-    return url, {"OML_USER": password, "OTHER_USER": "other-pw"}
+    return url, {"OML_USER": password, "OTHER_USER": "other-pw-long-password"}
 
 
 def switch(ds_users, user: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 import oml
 from server import accounts
+from tests.conftest import ADMIN_PASSWORD
 
 
 def add_one(x):
@@ -21,10 +22,10 @@ def add_one(x):
 
 @pytest.fixture
 def users(oml_user, services):
-    """OML_USER connected; OTHER_USER exists. Returns a function that connects as either."""
+    """OML_USER connected; OTHER_USER exists. Returns a function that connects as either (or as ADMIN)."""
     url, user, password = oml_user
-    accounts.add_user(services, "OTHER_USER", "other-pw")
-    passwords = {user: password, "OTHER_USER": "other-pw"}
+    accounts.add_user(services, "OTHER_USER", "other-user-password")
+    passwords = {user: password, "OTHER_USER": "other-user-password", "ADMIN": ADMIN_PASSWORD}
 
     def connect_as(name: str) -> None:
         oml.connect(url=url, username=name, password=passwords[name])
@@ -245,8 +246,12 @@ def test_script_drop_and_missing_scripts(users):
     with pytest.raises(oml.NotFoundError, match="temp"):
         oml.script.drop("temp")
     oml.script.drop("temp", silent=True)
-    oml.script.drop("temp", is_global=True, silent=True)
+    with pytest.raises(oml.ServerError, match="administrator") as e:
+        oml.script.create("glob", func=add_one, is_global=True)
+    assert e.value.status == 403
 
+    users("ADMIN")
+    oml.script.drop("temp", is_global=True, silent=True)
     oml.script.create("glob", func=add_one, is_global=True)
     with pytest.raises(oml.NotFoundError):
         oml.script.drop("glob")  # not a private script
@@ -255,9 +260,10 @@ def test_script_drop_and_missing_scripts(users):
 
 
 def test_script_dir_columns_per_sctype(users):
+    users("ADMIN")
+    oml.script.create("everyone", func="def everyone():\n    return 'all'\n", is_global=True)
     users("OTHER_USER")
     oml.script.create("theirs", func="def theirs():\n    return 'theirs'\n")
-    oml.script.create("everyone", func="def everyone():\n    return 'all'\n", is_global=True)
     oml.grant("theirs", typ="pyqscript", user="OML_USER")
 
     users("OML_USER")
@@ -292,9 +298,10 @@ def test_script_dir_columns_per_sctype(users):
 
 
 def test_script_load_resolution_and_grants(users):
+    users("ADMIN")
+    oml.script.create("f", func="def f():\n    return 'global'\n", is_global=True)
     users("OTHER_USER")
     oml.script.create("f", func="def f():\n    return 'other private'\n")
-    oml.script.create("f", func="def f():\n    return 'global'\n", is_global=True)
 
     users("OML_USER")
     assert oml.script.load("f")() == "global"

@@ -41,11 +41,11 @@ def small(sqlite_settings):
     thread.start()
     try:
         wait_for(lambda: server.started, timeout=20)
-        accounts.add_user(svc, "ALICE", "pw-alice")
+        accounts.add_user(svc, "ALICE", "password-of-alice")
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         token = httpx.post(
             f"{url}/omlusers/api/oauth2/v1/token",
-            json={"grant_type": "password", "username": "ALICE", "password": "pw-alice"},
+            json={"grant_type": "password", "username": "ALICE", "password": "password-of-alice"},
         ).json()["accessToken"]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
             yield client, svc

@@ -53,28 +53,28 @@ def test_user_client_and_table_commands_against_a_live_store(api, settings, tmp_
     """One operator session on each backend; the app sees every change the CLI makes."""
     flags = store_flags(settings)
 
-    assert ok(run_pyqd("user", "add", "alice", "--password-stdin", *flags, stdin="pw-1\n")).strip() == (
+    assert ok(run_pyqd("user", "add", "alice", "--password-stdin", *flags, stdin="password-of-1\n")).strip() == (
         "created user ALICE"
     )
     assert "created user ROOT (admin)" in ok(
-        run_pyqd("user", "add", "Root", "--admin", "--password-stdin", *flags, stdin="root-pw\n")
+        run_pyqd("user", "add", "Root", "--admin", "--password-stdin", *flags, stdin="root-pw-long-password\n")
     )
     listing = [line.split("\t") for line in ok(run_pyqd("user", "list", *flags)).splitlines()]
     assert [(row[0], row[1]) for row in listing] == [("ADMIN", "admin"), ("ALICE", ""), ("ROOT", "admin")]
 
-    alice_token = login(api, "alice", "pw-1").json()["accessToken"]
-    root = api.headers("root", "root-pw")
+    alice_token = login(api, "alice", "password-of-1").json()["accessToken"]
+    root = api.headers("root", "root-pw-long-password")
     assert api.client.get("/oml/api/pyqd/v1/admin/users", headers=root).status_code == 200
     assert api.client.get("/oml/api/pyqd/v1/admin/users", headers=bearer(alice_token)).status_code == 403
 
     # A password change through the CLI ends the older tokens too.
     assert "password changed for ALICE" in ok(
-        run_pyqd("user", "passwd", "alice", "--password-stdin", *flags, stdin="pw-2\n")
+        run_pyqd("user", "passwd", "alice", "--password-stdin", *flags, stdin="password-of-2\n")
     )
-    assert login(api, "alice", "pw-1").status_code == 401
+    assert login(api, "alice", "password-of-1").status_code == 401
     # The CLI is another process: the server's session cache sees it within PYQD_LOOKUP_CACHE_S.
     within_cache_time(lambda: api.client.get(SCRIPTS, headers=bearer(alice_token)).status_code == 401, api)
-    alice = api.headers("alice", "pw-2")
+    alice = api.headers("alice", "password-of-2")
 
     # A client: its id and secret are printed once, and they get tokens from /oauth/token.
     out = ok(run_pyqd("client", "add", "apex", "--user", "alice", *flags))
@@ -110,7 +110,7 @@ def test_user_client_and_table_commands_against_a_live_store(api, settings, tmp_
 
     assert "removed user ALICE" in ok(run_pyqd("user", "remove", "alice", "--yes", *flags))
     within_cache_time(lambda: api.client.get(SCRIPTS, headers=alice).status_code == 401, api)
-    assert login(api, "alice", "pw-2").status_code == 401
+    assert login(api, "alice", "password-of-2").status_code == 401
     users = api.client.get("/oml/api/pyqd/v1/admin/users", headers=root).json()["result"]
     assert [u["name"] for u in users] == ["ADMIN", "ROOT"]
 
@@ -122,7 +122,7 @@ def store(tmp_path) -> Iterator[tuple[list[str], Services]]:
         data_dir=tmp_path / "data", database_url=None, password_hash_time_cost=1, password_hash_memory_kib=1024
     )
     services = open_services(settings)
-    accounts.add_user(services, "alice", "pw")
+    accounts.add_user(services, "alice", "pw-long-password")
     yield ["--data-dir", str(settings.data_dir)], services
     services.close()
 
@@ -134,16 +134,31 @@ def user_names(services: Services) -> list[str]:
 
 def test_user_command_errors(store):
     flags, services = store
-    failed(run_pyqd("user", "add", "1abc", "--password-stdin", *flags, stdin="pw\n"), r"^error: .*invalid user name")
-    failed(run_pyqd("user", "add", "ALICE", "--password-stdin", *flags, stdin="pw\n"), r"^error: .*already exists")
+    failed(
+        run_pyqd("user", "add", "1abc", "--password-stdin", *flags, stdin="pw-long-password\n"),
+        r"^error: .*invalid user name",
+    )
+    failed(
+        run_pyqd("user", "add", "ALICE", "--password-stdin", *flags, stdin="pw-long-password\n"),
+        r"^error: .*already exists",
+    )
     failed(run_pyqd("user", "add", "bob", "--password-stdin", *flags, stdin="\n"), r"^error: .*must not be empty")
-    failed(run_pyqd("user", "passwd", "nobody", "--password-stdin", *flags, stdin="pw\n"), r"^error: .*does not exist")
+    failed(
+        run_pyqd("user", "passwd", "nobody", "--password-stdin", *flags, stdin="pw-long-password\n"),
+        r"^error: .*does not exist",
+    )
+    # The minimum password length (12 by default) holds for new users and new passwords alike.
+    failed(run_pyqd("user", "add", "bob", "--password-stdin", *flags, stdin="x\n"), r"^error: .*at least 12 char")
+    failed(run_pyqd("user", "passwd", "alice", "--password-stdin", *flags, stdin="eleven-char\n"), r"at least 12 char")
+    assert user_names(services) == ["ALICE"]
     # Without --yes the command asks, and "no" keeps the user.
     r = run_pyqd("user", "remove", "alice", *flags, stdin="n\n")
     assert r.returncode != 0 and "Aborted" in r.stderr
     assert user_names(services) == ["ALICE"]
     with services.sessions() as session:
-        assert auth_service.authenticate(session, "alice", "pw").name == "ALICE"  # untouched by the failed commands
+        assert (
+            auth_service.authenticate(session, "alice", "pw-long-password").name == "ALICE"
+        )  # untouched by the failed commands
 
 
 def test_client_and_table_command_errors(store, tmp_path):

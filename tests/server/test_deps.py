@@ -35,7 +35,7 @@ def boss(api) -> str:
     """A valid token of BOSS, an administrator (so every guarded route answers 200 to it)."""
     api.user("boss", admin=True)
     backdate_user(api.services, "BOSS")
-    return api.token("boss", "pw-boss")
+    return api.token("boss", "password-of-boss")
 
 
 def test_a_valid_token_passes_every_guarded_route(api, boss):
@@ -105,7 +105,7 @@ def test_tokens_fit_in_255_characters_for_the_longest_user_name(api):
         "/oml/api/pyqd/v1/admin/clients", headers=api.admin, json={"name": "apex-" + "c" * 100, "user": name}
     )
     client = r.json()["result"]
-    password_token = api.token(name, f"pw-{name}")
+    password_token = api.token(name, f"password-of-{name}")
     r = api.client.post(
         "/oauth/token",
         data={"grant_type": "client_credentials"},
@@ -124,11 +124,13 @@ def test_password_change_refuses_every_older_token(api):
     api.user("alice")
     backdate_user(api.services, "ALICE")
     earlier = api.services.signer.issue("ALICE", now=time.time() - 600).token
-    just_now = api.token("alice", "pw-alice")
+    just_now = api.token("alice", "password-of-alice")
     for token in (earlier, just_now):
         assert api.client.get(GUARDED[0], headers=bearer(token)).status_code == 200
 
-    r = api.client.put("/oml/api/pyqd/v1/admin/users/alice/password", headers=api.admin, json={"password": "new-pw"})
+    r = api.client.put(
+        "/oml/api/pyqd/v1/admin/users/alice/password", headers=api.admin, json={"password": "new-pw-long-password"}
+    )
     assert r.status_code == 200, r.text
 
     for token in (earlier, just_now):
@@ -136,7 +138,7 @@ def test_password_change_refuses_every_older_token(api):
             assert_refused(api.client.get(route, headers=bearer(token)), route)
         r = api.client.post("/omlusers/api/oauth2/v1/token", json={"grant_type": "refresh_token", "token": token})
         assert r.status_code == 401
-    assert api.client.get(GUARDED[0], headers=api.headers("alice", "new-pw")).status_code == 200
+    assert api.client.get(GUARDED[0], headers=api.headers("alice", "new-pw-long-password")).status_code == 200
 
 
 def test_removed_user_token_is_refused_even_if_the_name_comes_back(api):
@@ -147,7 +149,7 @@ def test_removed_user_token_is_refused_even_if_the_name_comes_back(api):
         assert_refused(api.client.get(route, headers=alice), route)
 
     # A new ALICE is another person: the old ALICE's token must not speak for her.
-    new_alice = api.user("alice", "another-pw")
+    new_alice = api.user("alice", "another-pw-long-password")
     assert api.client.get(GUARDED[0], headers=new_alice).status_code == 200
     assert_refused(api.client.get(GUARDED[0], headers=alice), GUARDED[0])
 

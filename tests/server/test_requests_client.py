@@ -75,8 +75,8 @@ class DbtLikeClient:
 
 @pytest.fixture
 def dbt(live_server, services):
-    accounts.add_user(services, "DBT_USER", "dbt-pw")
-    client = DbtLikeClient(live_server, "DBT_USER", "dbt-pw")
+    accounts.add_user(services, "DBT_USER", "dbt-pw-long-password")
+    client = DbtLikeClient(live_server, "DBT_USER", "dbt-pw-long-password")
     client.login()
     return client
 

@@ -618,10 +618,10 @@ class TestUploadLimit:
         assert arrow_data(api.client, alice, "T").to_pylist() == [{"n": 1}]
 
     def test_chunked_body_over_a_real_socket(self, live_server, services):
-        accounts.add_user(services, "UPLOADER", "up-pw")
+        accounts.add_user(services, "UPLOADER", "up-pw-long-password")
         token = httpx.post(
             f"{live_server}/omlusers/api/oauth2/v1/token",
-            json={"grant_type": "password", "username": "UPLOADER", "password": "up-pw"},
+            json={"grant_type": "password", "username": "UPLOADER", "password": "up-pw-long-password"},
         ).json()["accessToken"]
         headers = {"Authorization": f"Bearer {token}"}
         data = self.big_csv()
@@ -644,10 +644,10 @@ class TestUploadLimit:
 def test_concurrent_creates_of_one_table_let_exactly_one_win(live_server, services):
     from concurrent.futures import ThreadPoolExecutor
 
-    accounts.add_user(services, "RACER", "racer-pw")
+    accounts.add_user(services, "RACER", "racer-pw-long-password")
     token = httpx.post(
         f"{live_server}/omlusers/api/oauth2/v1/token",
-        json={"grant_type": "password", "username": "RACER", "password": "racer-pw"},
+        json={"grant_type": "password", "username": "RACER", "password": "racer-pw-long-password"},
     ).json()["accessToken"]
     headers = {"Authorization": f"Bearer {token}"}
     racers = 6

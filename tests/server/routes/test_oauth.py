@@ -77,10 +77,10 @@ def test_the_oml_token_url_answers_form_bodies_the_standard_way(api, client_cred
     for url in OML_TOKEN_URLS:
         r = api.client.post(url, data={"grant_type": "client_credentials", "scope": "x"}, headers=basic(cid, secret))
         assert_standard_token(r, "ALICE")
-        r = api.client.post(url, data={"grant_type": "password", "username": "alice", "password": "pw-alice"})
+        r = api.client.post(url, data={"grant_type": "password", "username": "alice", "password": "password-of-alice"})
         assert_standard_token(r, "ALICE")
         assert_rfc_error(api.client.post(url, data={"grant_type": "client_credentials"}), 401, "invalid_client")
-        r = api.client.post(url, data={"grant_type": "password", "username": "alice", "password": "bad"})
+        r = api.client.post(url, data={"grant_type": "password", "username": "alice", "password": "bad-password"})
         assert_rfc_error(r, 400, "invalid_grant")
 
 
@@ -105,14 +105,14 @@ def test_wrong_or_missing_client_credentials_are_invalid_client(api, client_cred
 
 
 def test_password_grant_form_encoded(api, client_creds):
-    r = api.client.post(OAUTH, data={"grant_type": "password", "username": "Alice", "password": "pw-alice"})
+    r = api.client.post(OAUTH, data={"grant_type": "password", "username": "Alice", "password": "password-of-alice"})
     token = assert_standard_token(r, "ALICE")
     assert "cid" not in payload_of(token)
     assert api.client.get(SCRIPTS, headers=bearer(token)).status_code == 200
 
 
 def test_bad_password_in_password_grant_is_invalid_grant(api, client_creds):
-    for username, password in [("alice", "wrong"), ("nobody", "pw-alice")]:
+    for username, password in [("alice", "wrong"), ("nobody", "password-of-alice")]:
         r = api.client.post(OAUTH, data={"grant_type": "password", "username": username, "password": password})
         assert_rfc_error(r, 400, "invalid_grant")
 
@@ -124,7 +124,7 @@ def test_incomplete_or_unsupported_grants_are_400(api, client_creds):
     r = api.client.post(OAUTH, data={"grant_type": "password", "username": "alice"})
     assert_rfc_error(r, 400, "invalid_request")
     # RFC 6749 §5.2: a missing parameter is invalid_request, not an unsupported grant.
-    for form in [{"username": "alice", "password": "pw-alice"}, {"grant_type": ""}]:
+    for form in [{"username": "alice", "password": "password-of-alice"}, {"grant_type": ""}]:
         assert_rfc_error(api.client.post(OAUTH, data=form), 400, "invalid_request")
     for raw in [b"{broken", b"[1]"]:
         r = api.client.post(OAUTH, content=raw, headers={"Content-Type": "application/json"})
@@ -132,7 +132,7 @@ def test_incomplete_or_unsupported_grants_are_400(api, client_creds):
 
 
 def test_refresh_grant_form_encoded(api, client_creds):
-    first = api.token("alice", "pw-alice")
+    first = api.token("alice", "password-of-alice")
     r = api.client.post(OAUTH, data={"grant_type": "refresh_token", "refresh_token": first})
     refreshed = assert_standard_token(r, "ALICE")
     assert payload_of(refreshed)["sid"] == payload_of(first)["sid"]
@@ -151,7 +151,9 @@ def test_client_token_acts_as_the_clients_user(api, client_creds):
     assert r.status_code == 201, r.text
     assert r.json()["result"]["owner"] == "ALICE"
     # ALICE herself sees it as hers; another user does not see it at all.
-    mine = api.client.get("/oml/api/py-scripts/v2/scripts/user", headers=api.headers("alice", "pw-alice")).json()
+    mine = api.client.get(
+        "/oml/api/py-scripts/v2/scripts/user", headers=api.headers("alice", "password-of-alice")
+    ).json()
     assert [(s["owner"], s["name"]) for s in mine["result"]] == [("ALICE", "made_by_client")]
     bob = api.user("bob")
     assert api.client.get(SCRIPTS, headers=bob).json()["result"] == []
@@ -166,7 +168,7 @@ def test_removing_the_client_ends_its_tokens(api, client_creds):
     refreshed = api.client.post(
         "/omlusers/api/oauth2/v1/token", json={"grant_type": "refresh_token", "refresh_token": token}
     ).json()["accessToken"]
-    alice = api.headers("alice", "pw-alice")
+    alice = api.headers("alice", "password-of-alice")
     for t in (token, refreshed):
         assert api.client.get(SCRIPTS, headers=bearer(t)).status_code == 200
 

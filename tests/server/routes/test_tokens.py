@@ -56,7 +56,7 @@ def test_password_grant_answers_exactly_as_oml(api, alice):
     for url in TOKEN_URLS:
         r = api.client.post(
             url,
-            json={"grant_type": "password", "username": "alice", "password": "pw-alice"},
+            json={"grant_type": "password", "username": "alice", "password": "password-of-alice"},
             headers={"Accept": "application/json"},
         )
         assert r.status_code == 200, (url, r.text)
@@ -73,10 +73,10 @@ def test_password_grant_answers_exactly_as_oml(api, alice):
 
 @SQLITE_ONLY
 def test_tenant_form_with_another_tenant_or_database_is_not_found(api, alice):
-    token = password_grant(api, "alice", "pw-alice").json()["accessToken"]
+    token = password_grant(api, "alice", "password-of-alice").json()["accessToken"]
     for tenant, database in [("OTHER", "PYQD"), ("PYQD", "OTHER"), ("x", "y")]:
         url = TENANT_TOKEN_URL.format(t=tenant, d=database)
-        r = password_grant(api, "alice", "pw-alice", url)
+        r = password_grant(api, "alice", "password-of-alice", url)
         assert r.status_code == 404, url
         assert set(r.json()) == {"errorCode", "errorMessage"}
         assert api.client.post(url + "/revoke", headers=bearer(token)).status_code == 404
@@ -87,21 +87,26 @@ def test_tenant_form_with_another_tenant_or_database_is_not_found(api, alice):
 @SQLITE_ONLY
 def test_tenant_and_database_names_come_from_settings(api, alice):
     api.services.settings = api.services.settings.model_copy(update={"tenant": "ACME", "database": "ML1"})
-    assert password_grant(api, "alice", "pw-alice", TENANT_TOKEN_URL.format(t="acme", d="ml1")).status_code == 200
-    assert password_grant(api, "alice", "pw-alice", TENANT_TOKEN_URL.format(t="PYQD", d="PYQD")).status_code == 404
+    assert (
+        password_grant(api, "alice", "password-of-alice", TENANT_TOKEN_URL.format(t="acme", d="ml1")).status_code == 200
+    )
+    assert (
+        password_grant(api, "alice", "password-of-alice", TENANT_TOKEN_URL.format(t="PYQD", d="PYQD")).status_code
+        == 404
+    )
 
 
 def test_user_names_are_case_insensitive_at_login(api, alice):
     for spelling in ("alice", "ALICE", "Alice"):
-        r = password_grant(api, spelling, "pw-alice")
+        r = password_grant(api, spelling, "password-of-alice")
         assert r.status_code == 200, spelling
         assert payload_of(r.json()["accessToken"])["sub"] == "ALICE"
 
 
 def test_bad_password_and_unknown_user_get_the_same_401(api, alice):
     wrong = password_grant(api, "alice", "wrong")
-    unknown = password_grant(api, "nobody", "pw-alice")
-    invalid_name = password_grant(api, "../etc", "pw-alice")
+    unknown = password_grant(api, "nobody", "password-of-alice")
+    invalid_name = password_grant(api, "../etc", "password-of-alice")
     for r in (wrong, unknown, invalid_name):
         assert_unauthorized(r)
     # Same message either way, so the endpoint does not tell which user names exist.
@@ -109,19 +114,19 @@ def test_bad_password_and_unknown_user_get_the_same_401(api, alice):
 
 
 def test_passwords_are_case_sensitive(api, alice):
-    assert_unauthorized(password_grant(api, "alice", "PW-ALICE"))
+    assert_unauthorized(password_grant(api, "alice", "PASSWORD-OF-ALICE"))
 
 
 @SQLITE_ONLY
 def test_malformed_grants_are_400_in_oml_shape(api, alice):
     for body in [
         {"grant_type": "password", "username": "alice"},
-        {"grant_type": "password", "password": "pw-alice"},
+        {"grant_type": "password", "password": "password-of-alice"},
         {"grant_type": "password", "username": "alice", "password": ""},
-        {"grant_type": "password", "username": ["alice"], "password": "pw-alice"},
+        {"grant_type": "password", "username": ["alice"], "password": "password-of-alice"},
         {"grant_type": "client_credentials"},
         {"grant_type": "authorization_code", "code": "x"},
-        {"username": "alice", "password": "pw-alice"},
+        {"username": "alice", "password": "password-of-alice"},
         {"grant_type": "refresh_token"},
         {"grant_type": "refresh_token", "refresh_token": 42},
     ]:
@@ -228,7 +233,7 @@ def test_revoking_any_token_of_a_session_revokes_them_all(api, alice, which):
     assert r.status_code == 200
     refreshed = r.json()["accessToken"]
     assert refreshed != original
-    other_session = password_grant(api, "alice", "pw-alice").json()["accessToken"]
+    other_session = password_grant(api, "alice", "password-of-alice").json()["accessToken"]
 
     r = revoke(api, original if which == "original" else refreshed)
     assert r.status_code == 200
@@ -243,11 +248,11 @@ def test_revoking_any_token_of_a_session_revokes_them_all(api, alice, which):
     assert "revoked" in api.client.get(SCRIPTS, headers=bearer(refreshed)).json()["errorMessage"]
     # Other sessions of the same user, and new logins, are not affected.
     assert works(api, other_session)
-    assert works(api, password_grant(api, "alice", "pw-alice").json()["accessToken"])
+    assert works(api, password_grant(api, "alice", "password-of-alice").json()["accessToken"])
 
 
 def test_revoke_takes_the_token_from_a_json_body_and_the_tenant_url(api, alice):
-    token = password_grant(api, "alice", "pw-alice").json()["accessToken"]
+    token = password_grant(api, "alice", "password-of-alice").json()["accessToken"]
     r = api.client.post(TENANT_TOKEN_URL.format(t="pyqd", d="pyqd") + "/revoke", json={"token": token})
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert not works(api, token)
