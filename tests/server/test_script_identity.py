@@ -72,7 +72,7 @@ def test_a_script_gets_its_callers_narrow_identity_whatever_authorization_it_sen
     r = api.run(alice, "do-eval", "probe", {"parameters": json.dumps({"stolen": stolen})})
     assert r.status_code == 200, r.text
     out = r.json()["result"]
-    assert out["held"] == "bridged"  # the worker never received a usable token
+    assert out["held"] == "channel"  # the worker never received a usable token
     for label in ("none", "forged", "stolen"):
         # admin route refused (403), own datastores listed (200), global script refused (403)
         assert out[label] == [403, 200, 403], (label, out)
