@@ -4,22 +4,35 @@ validate the body, resolve the script, gate the input query, mint the script's s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import pyarrow as pa
+
 from datastore import service as ds
+from engines.errors import InvalidApplyRequest, TimeLimitExceeded
 from engines.runner import Call, Execution
 from engines.spec import VERBS, ApplyRequest, parse_request
 from repository import service as repo
 from repository.source import entry_function
+from server import errors
 from server.errors import BadRequest
 from server.services import Services
 from tables import query as tq
+from tables.errors import QueryRejected, QueryTimedOut
 from tables.gate import column_name
 
 #: What the Python client asks for with `"resultFormat": "pickle"`.
 PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 #: Seconds a script's token outlives its call's time limit.
 TOKEN_MARGIN_S = 60
+
+
+class InputQueryFailed(InvalidApplyRequest):
+    """The input query failed while the call read it (the engine stops the call with this error)."""
+
+
+errors.ERROR_TABLE[InputQueryFailed] = errors.INVALID_QUERY  # OML's 1020, not the 1000 of other bad requests
 
 
 def resolve_script(
@@ -68,6 +81,7 @@ def prepare(
     """An Execution ready to run (the input query is checked now; its rows are read while running)."""
     req: ApplyRequest = parse_request(VERBS[verb], body)
     settings = services.settings
+    limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
     batches = None
     group_columns: tuple[str, ...] = ()
     if req.input is not None:
@@ -76,9 +90,12 @@ def prepare(
         if req.kind == "group":
             group_columns = tuple(column_name(c) for c in req.group_by)
             gated = gated.ordered_by([*group_columns, *(column_name(c) for c in req.order_by)])
-        batches = tq.stream_query(services.user_data, gated, caller, timeout_s=settings.query_time_limit_s)
+        # The query has the call's own time (it starts now, as the call's clock does), at most the query limit.
+        timeout_s = min(limit, settings.query_time_limit_s)
+        batches = _query_errors(
+            tq.stream_query(services.user_data, gated, caller, timeout_s=timeout_s), timeout_s, is_job
+        )
     assert services.pool is not None
-    limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
     call = Call(
         call_id=str(uuid.uuid4()),
         user=caller,
@@ -102,3 +119,14 @@ def prepare(
 def media_type(execution: Execution) -> str:
     """What a successful call answers: OML's JSON, or the pickled values for the Python client."""
     return PICKLE_MEDIA_TYPE if execution.call.request.result_format == "pickle" else "application/json"
+
+
+def _query_errors(batches: Iterable[pa.RecordBatch], limit: float, is_job: bool) -> Iterator[pa.RecordBatch]:
+    """The batches, with the query's failures as the call's: a deadline passed is the call's time limit (1040),
+    any other failure is an input-query error (1020)."""
+    try:
+        yield from batches
+    except QueryTimedOut:
+        raise TimeLimitExceeded(limit, job=is_job) from None
+    except QueryRejected as e:
+        raise InputQueryFailed(str(e)) from None
