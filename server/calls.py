@@ -10,12 +10,11 @@ from typing import Any
 import pyarrow as pa
 
 from datastore import service as ds
-from engines.errors import InvalidApplyRequest, TimeLimitExceeded
+from engines.errors import InputQueryFailed, TimeLimitExceeded
 from engines.runner import Call, Execution
 from engines.spec import VERBS, ApplyRequest, parse_request
 from repository import service as repo
 from repository.source import entry_function
-from server import errors
 from server.errors import BadRequest
 from server.services import Services
 from tables import query as tq
@@ -26,13 +25,6 @@ from tables.gate import column_name
 PICKLE_MEDIA_TYPE = "application/x-python-pickle"
 #: Seconds a script's token outlives its call's time limit.
 TOKEN_MARGIN_S = 60
-
-
-class InputQueryFailed(InvalidApplyRequest):
-    """The input query failed while the call read it (the engine stops the call with this error)."""
-
-
-errors.ERROR_TABLE[InputQueryFailed] = errors.INVALID_QUERY  # OML's 1020, not the 1000 of other bad requests
 
 
 def resolve_script(

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info")
 
+    # -- query path and per-user fairness (issue 8) --------------------------------------------------------
+    #: Execution calls (synchronous calls, and the preparation of async submits) and /query reads one user may
+    #: have in flight in one server process; keep it well under the 40 threads that serve blocking work.
+    calls_per_user: int = 8
+    #: Seconds a call over `calls_per_user` waits for one of the user's own calls to finish before it gets 429.
+    calls_wait_s: float = 2.0
+    #: Async jobs one user may have waiting to run; more submits of theirs get 429 (other users' still queue).
+    job_queue_per_user: int = 100
+
     @field_validator("tenant", "database")
     @classmethod
     def _upper(cls, v: str) -> str:

@@ -120,7 +120,7 @@ def stream(
 
 
 def _message(text: str) -> str:
-    if _TOO_LARGE in text:
+    if f'"{_TOO_LARGE}:' in text:  # the size check's own error (the query text may be quoted in any error)
         return f"The input query made a row larger than {MAX_ROW_BYTES} bytes"
     if "42501" in text or "permission denied" in text:
         return "The input query reads a table the caller may not read"

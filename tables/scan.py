@@ -13,6 +13,7 @@ would otherwise read as a string literal on a connection whose double-quoted-str
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sqlglot import exp
 
@@ -44,7 +45,7 @@ _CONDITION_NODES: tuple[type[exp.Expression], ...] = (
 )
 
 
-def is_plain_scan(tree: exp.Expression, columns: Mapping[object, frozenset[str]]) -> bool:
+def is_plain_scan(tree: exp.Expr, columns: Mapping[Any, frozenset[str]]) -> bool:
     """Whether `tree` is a plain scan of its one table, whose column names are the one entry of `columns`."""
     if not isinstance(tree, exp.Select) or len(columns) != 1:
         return False
@@ -80,7 +81,7 @@ def is_plain_scan(tree: exp.Expression, columns: Mapping[object, frozenset[str]]
     return True
 
 
-def _known_column(node: exp.Expression, known: set[str], tables: set[str]) -> bool:
+def _known_column(node: exp.Expr, known: set[str], tables: set[str]) -> bool:
     if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
         return False
     if node.args.get("db") or node.args.get("catalog"):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pyarrow as pa
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from server.deps import CurrentUser, ServicesDep
+from server.fairness import user_slots
 from server.routes.common import EXTENSION_TAG, include_both_forms
 from server.services import Services
 from tables import query as tq
@@ -34,10 +36,25 @@ class QueryBody(BaseModel):
     response_class=StreamingResponse,
     responses={200: {"content": {ARROW_STREAM: {}}}},
 )
-async def run_query(body: QueryBody, caller: CurrentUser, services: ServicesDep) -> StreamingResponse:
-    batches = await run_in_threadpool(_open, services, caller.name, body)
-    first = await run_in_threadpool(next, batches, None)  # errors of the query become 400s before streaming
-    return StreamingResponse(_stream(first, batches), media_type=ARROW_STREAM)
+async def run_query(body: QueryBody, request: Request, caller: CurrentUser, services: ServicesDep) -> StreamingResponse:
+    # The read counts as one of the caller's calls until its last byte is sent (see server.fairness).
+    held = user_slots(request.app.state, services.settings).hold(caller.name)
+    await held.__aenter__()
+    try:
+        batches = await run_in_threadpool(_open, services, caller.name, body)
+        first = await run_in_threadpool(next, batches, None)  # errors of the query become 400s before streaming
+    except BaseException as e:
+        await held.__aexit__(type(e), e, e.__traceback__)
+        raise
+    return StreamingResponse(_released(held, _stream(first, batches)), media_type=ARROW_STREAM)
+
+
+async def _released(held: AbstractAsyncContextManager[None], chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in iterate_in_threadpool(chunks):
+            yield chunk
+    finally:
+        await held.__aexit__(None, None, None)
 
 
 def _open(services: Services, caller: str, body: QueryBody) -> Iterator[pa.RecordBatch]:
@@ -45,7 +62,8 @@ def _open(services: Services, caller: str, body: QueryBody) -> Iterator[pa.Recor
         gated = tq.gate_query(session, services.user_data, caller, body.query)
     if body.limit is not None:
         gated = gated.limited(body.limit)
-    return tq.stream_query(services.user_data, gated, caller, timeout_s=services.settings.query_time_limit_s)
+    timeout_s = min(services.settings.sync_time_limit_s, services.settings.query_time_limit_s)
+    return tq.stream_query(services.user_data, gated, caller, timeout_s=timeout_s)
 
 
 def _stream(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
