@@ -212,3 +212,34 @@ def test_one_user_filling_their_job_queue_refuses_only_their_own_submits(users):
         wait_for(lambda loc=location, h=headers: status(loc, h) == 302, timeout=120, interval=0.1)
         assert httpx.get(f"{location}/result", headers=headers, timeout=60).json() == {"result": 1}
     assert submit(users.heavy).status_code == 201  # room again
+
+
+def test_user_slots_wait_for_the_users_own_calls_and_never_for_others():
+    import asyncio
+
+    from server.fairness import TooManyCalls, UserSlots
+
+    async def scenario() -> None:
+        slots = UserSlots(per_user=2, wait_s=0.5)
+        release = asyncio.Event()
+
+        async def hold(user: str) -> None:
+            async with slots.hold(user):
+                await release.wait()
+
+        holders = [asyncio.create_task(hold("A")) for _ in range(2)]
+        await asyncio.sleep(0)  # let both take their slots
+        assert slots.in_flight("A") == 2
+        with pytest.raises(TooManyCalls) as refused:
+            async with slots.hold("A"):
+                pass
+        assert refused.value.retry_after >= 1 and "A" in str(refused.value)
+        async with slots.hold("B"):  # another user is never held up by A
+            assert slots.in_flight("B") == 1
+        waiting = asyncio.create_task(hold("A"))  # waits for one of A's own calls to finish, then runs
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*holders, waiting)
+        assert slots.in_flight("A") == 0 and not slots._users  # noqa: SLF001 - nothing left behind
+
+    asyncio.run(scenario())
