@@ -45,31 +45,55 @@ class UserSlots:
     @asynccontextmanager
     async def hold(self, user: str) -> AsyncIterator[None]:
         """Hold one of `user`'s slots for the duration of the block."""
+        slot = await self.take(user)
+        try:
+            yield
+        finally:
+            slot.release()
+
+    async def take(self, user: str) -> Slot:
+        """One of `user`'s slots, to release (once) when the call is over; TooManyCalls if none frees in time."""
         entry = self._users.get(user)
         if entry is None:
             entry = self._users[user] = _User(asyncio.Semaphore(self.per_user))
         entry.users += 1
         try:
-            try:
-                async with asyncio.timeout(self.wait_s):
-                    await entry.slots.acquire()
-            except TimeoutError:
-                raise TooManyCalls(user, self.per_user, retry_after=max(1, round(self.wait_s))) from None
-            entry.running += 1
-            try:
-                yield
-            finally:
-                entry.running -= 1
-                entry.slots.release()
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._users.pop(user, None)
+            async with asyncio.timeout(self.wait_s):
+                await entry.slots.acquire()
+        except TimeoutError:
+            self._leave(user, entry)
+            raise TooManyCalls(user, self.per_user, retry_after=max(1, round(self.wait_s))) from None
+        except BaseException:
+            self._leave(user, entry)
+            raise
+        entry.running += 1
+        return Slot(self, user, entry)
+
+    def _leave(self, user: str, entry: _User) -> None:
+        entry.users -= 1
+        if entry.users == 0:
+            self._users.pop(user, None)
+
+
+class Slot:
+    """A held slot; `release` may be called any number of times (only the first counts)."""
+
+    def __init__(self, slots: UserSlots, user: str, entry: _User) -> None:
+        self._slots, self._user, self._entry = slots, user, entry
+        self._held = True
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._entry.running -= 1
+        self._entry.slots.release()
+        self._slots._leave(self._user, self._entry)  # noqa: SLF001 - the slot's own pool
 
 
 def user_slots(state: Any, settings: Settings) -> UserSlots:
     """The app's UserSlots (made on first use, from the settings)."""
     slots = getattr(state, "user_slots", None)
     if slots is None:
-        slots = state.user_slots = UserSlots(settings.calls_per_user, settings.calls_wait_s)
+        slots = state.user_slots = UserSlots(settings.user_call_limit, settings.calls_wait_s)
     return slots

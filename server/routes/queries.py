@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import io
+import weakref
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pyarrow as pa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from server.deps import CurrentUser, ServicesDep
-from server.fairness import user_slots
+from server.fairness import Slot, user_slots
 from server.routes.common import EXTENSION_TAG, include_both_forms
 from server.services import Services
 from tables import query as tq
@@ -37,24 +38,27 @@ class QueryBody(BaseModel):
     responses={200: {"content": {ARROW_STREAM: {}}}},
 )
 async def run_query(body: QueryBody, request: Request, caller: CurrentUser, services: ServicesDep) -> StreamingResponse:
-    # The read counts as one of the caller's calls until its last byte is sent (see server.fairness).
-    held = user_slots(request.app.state, services.settings).hold(caller.name)
-    await held.__aenter__()
+    # The read counts as one of the caller's calls until its last byte is sent (see server.fairness); the slot
+    # is released when the body ends, when the response is over (also if the client left before the body began),
+    # and at the latest when the body is collected.
+    slot = await user_slots(request.app.state, services.settings).take(caller.name)
     try:
         batches = await run_in_threadpool(_open, services, caller.name, body)
         first = await run_in_threadpool(next, batches, None)  # errors of the query become 400s before streaming
-    except BaseException as e:
-        await held.__aexit__(type(e), e, e.__traceback__)
+    except BaseException:
+        slot.release()
         raise
-    return StreamingResponse(_released(held, _stream(first, batches)), media_type=ARROW_STREAM)
+    chunks = _released(slot, _stream(first, batches))
+    weakref.finalize(chunks, slot.release)
+    return StreamingResponse(chunks, media_type=ARROW_STREAM, background=BackgroundTask(slot.release))
 
 
-async def _released(held: AbstractAsyncContextManager[None], chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _released(slot: Slot, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     try:
         async for chunk in iterate_in_threadpool(chunks):
             yield chunk
     finally:
-        await held.__aexit__(None, None, None)
+        slot.release()
 
 
 def _open(services: Services, caller: str, body: QueryBody) -> Iterator[pa.RecordBatch]:

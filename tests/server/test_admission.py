@@ -28,6 +28,7 @@ def small(sqlite_settings):
             "worker_wait_s": 1.0,
             "job_heartbeat_s": 0.2,
             "job_concurrency": 1,
+            "calls_per_user": 16,  # the subject is the pool's own admission, not the per-user share
         }
     )
     svc = open_services(settings)
