@@ -173,7 +173,8 @@ def test_small_printf_formats_pass():
         ("select * from iris where species like '%a%'", False),
         ("select * from iris where length(species) > 1", False),
         ("select distinct species from iris", False),
-        ("select species from iris order by species", False),
+        ("select species from iris order by species desc", True),
+        ("select species from iris order by upper(species)", False),
         ("select species, count(*) from iris group by species", False),
         ("select a.species from iris a, iris b", False),
         ("select * from iris where species in (select species from iris)", False),
@@ -185,3 +186,14 @@ def test_only_plain_scans_may_take_the_uninterruptible_reader(sql, plain):
     columns = {ref: frozenset({"SPECIES", "PETAL_WIDTH"}) for ref in gated.tables}
     assert gated.with_columns(columns).plain_scan_of("ALICE") is plain
     assert not gated.with_columns(columns).plain_scan_of("BOB")
+
+
+def test_group_apply_and_query_wrappers_keep_a_plain_scan_plain():
+    gated = parse_query("select species, petal_width w from iris where petal_width > 1", "ALICE")
+    gated = gated.with_columns({ref: frozenset({"SPECIES", "PETAL_WIDTH"}) for ref in gated.tables})
+    assert gated.ordered_by(["SPECIES", "W"]).plain_scan_of("ALICE")
+    assert gated.ordered_by(["SPECIES"]).limited(5).plain_scan_of("ALICE")
+    assert not gated.ordered_by(["NOPE"]).plain_scan_of("ALICE")
+    computed = parse_query("select upper(species) s from iris", "ALICE")
+    computed = computed.with_columns({ref: frozenset({"SPECIES"}) for ref in computed.tables})
+    assert not computed.ordered_by(["S"]).plain_scan_of("ALICE")
