@@ -243,3 +243,19 @@ def test_user_slots_wait_for_the_users_own_calls_and_never_for_others():
         assert slots.in_flight("A") == 0 and not slots._users  # noqa: SLF001 - nothing left behind
 
     asyncio.run(scenario())
+
+
+def test_query_reads_and_calls_give_their_slot_back_whatever_happens(api):
+    api.services.settings.calls_per_user = 1
+    api.services.settings.calls_wait_s = 0.5
+    alice = api.user("ALICE")
+    api.script(alice, "one", "def one(*args, **kwargs):\n    return 1\n")
+    for _ in range(3):  # with a leaked slot the second round would get 429
+        for sql, status in (("select 1 x from dual", 200), ("select nope from dual", 400)):
+            r = api.client.post("/oml/api/pyqd/v1/query", headers=alice, json={"query": sql})
+            assert r.status_code == status, r.text
+        assert api.run(alice, "do-eval", "one").json() == {"result": 1}
+        assert api.run(alice, "table-apply", "one", {"input": 'select "NOPE" from dual'}).status_code == 400
+        r = api.run(alice, "do-eval", "one", {"asyncFlag": True})
+        assert r.status_code == 201, r.text
+    assert api.client.app.state.user_slots.in_flight("ALICE") == 0
