@@ -214,6 +214,8 @@ class GatedQuery:
     tree: exp.Query
     tables: tuple[TableRef, ...]
     columns: Mapping[TableRef, frozenset[str]] = field(default_factory=dict)
+    #: Rows of each table when it was looked up (sizes the batches of plain scans).
+    row_counts: Mapping[TableRef, int] = field(default_factory=dict)
 
     def sql(self, dialect: str) -> str:
         """The query for the backend's dialect, every identifier quoted."""
@@ -229,19 +231,22 @@ class GatedQuery:
 
         return len(self.tables) == 1 and self.tables[0].owner == owner and is_plain_scan(self.tree, self.columns)
 
-    def with_columns(self, columns: Mapping[TableRef, frozenset[str]]) -> GatedQuery:
-        return GatedQuery(self.tree, self.tables, columns)
+    def with_columns(
+        self, columns: Mapping[TableRef, frozenset[str]], row_counts: Mapping[TableRef, int] | None = None
+    ) -> GatedQuery:
+        return GatedQuery(self.tree, self.tables, columns, row_counts or {})
 
     def limited(self, rows: int) -> GatedQuery:
         """At most `rows` of the query's rows."""
-        return GatedQuery(exp.select("*").from_(self.tree.subquery("PYQD_Q")).limit(rows), self.tables, self.columns)
+        outer = exp.select("*").from_(self.tree.subquery("PYQD_Q")).limit(rows)
+        return GatedQuery(outer, self.tables, self.columns, self.row_counts)
 
     def ordered_by(self, columns: list[str]) -> GatedQuery:
         """The same rows sorted by `columns` (names as the query returns them)."""
         outer = (
             exp.select("*").from_(self.tree.subquery("PYQD_Q")).order_by(*[exp.column(c, quoted=True) for c in columns])
         )
-        return GatedQuery(outer, self.tables, self.columns)
+        return GatedQuery(outer, self.tables, self.columns, self.row_counts)
 
 
 def column_name(text: str) -> str:

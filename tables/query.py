@@ -24,13 +24,14 @@ def gate_query(session: Session, store: UserDataStore, caller: str, sql: str) ->
     """The query, if it is one read-only query over tables the caller may read (else QueryRejected, which never
     tells a missing table from one the caller may not see)."""
     gated = parse_query(sql, caller)
-    columns = {}
+    columns, row_counts = {}, {}
     for ref in gated.tables:
         described = store.describe(ref.owner, ref.name) if can_read(session, caller, ref.owner, ref.name) else None
         if described is None:
             raise QueryRejected(f"Table or view does not exist: {ref.owner}.{ref.name}")
         columns[ref] = frozenset(c.name for c in described.columns)
-    return gated.with_columns(columns)
+        row_counts[ref] = described.row_count
+    return gated.with_columns(columns, row_counts)
 
 
 def stream_query(

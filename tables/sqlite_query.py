@@ -10,6 +10,7 @@ double-quoted names never fall back to string literals (SQLITE_DBCONFIG_DQS_DML 
 from __future__ import annotations
 
 import ctypes
+import os
 import sqlite3
 import sys
 import time
@@ -32,6 +33,8 @@ MAX_LIKE_PATTERN = 200
 BATCH_BYTES = 64 * 1024 * 1024
 #: Rows fetched at a time while a batch is filled.
 FETCH_ROWS = 1024
+#: Fewest rows in a batch of a plain scan, however wide its rows look.
+MIN_SCAN_BATCH_ROWS = 16
 #: sqlite3_db_config verb that turns double-quoted string literals in DML on or off.
 SQLITE_DBCONFIG_DQS_DML = 1013
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
@@ -58,8 +61,21 @@ def stream(
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of the query's rows; `paths` maps each owner the query reads to its schema file."""
     if gated.plain_scan_of(caller):
-        return _stream_adbc(paths, gated, batch_rows, deadline)
+        return _stream_adbc(paths, gated, _scan_batch_rows(paths, gated, batch_rows), deadline)
     return _stream_sqlite3(paths, gated, batch_rows, deadline)
+
+
+def _scan_batch_rows(paths: dict[str, str], gated: GatedQuery, batch_rows: int) -> int:
+    """Rows per ADBC batch so that a batch holds about BATCH_BYTES: the schema file's size over the table's rows
+    overestimates a row's width (other tables count too), which only makes batches smaller."""
+    (ref,) = gated.tables
+    rows = gated.row_counts.get(ref, 0)
+    try:
+        file_bytes = os.path.getsize(paths[ref.owner])
+    except OSError:
+        return MIN_SCAN_BATCH_ROWS
+    row_bytes = max(1, file_bytes // max(1, rows))
+    return max(MIN_SCAN_BATCH_ROWS, min(batch_rows, BATCH_BYTES // row_bytes))
 
 
 def _uri(path: str) -> str:

@@ -196,3 +196,18 @@ def test_a_query_that_fails_in_the_database_is_errorcode_1020(api, alice, servic
     r, _ = run_query(api, alice, sql)
     assert_error(r, 400, 1020, "input query failed")
     assert_healthy(api, alice)
+
+
+def test_a_plain_scan_of_wide_stored_rows_comes_in_small_batches(tmp_path, monkeypatch):
+    path = tmp_path / "ALICE.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute('CREATE TABLE "T" ("A" INTEGER, "B" TEXT)')
+        conn.executemany('INSERT INTO "T" VALUES (?, ?)', [(i, "x" * 100_000) for i in range(100)])
+    gated = parse_query("select a, b from t", "ALICE")
+    (ref,) = gated.tables
+    gated = gated.with_columns({ref: frozenset({"A", "B"})}, {ref: 100})
+    assert gated.plain_scan_of("ALICE")
+    monkeypatch.setattr(sqlite_query, "BATCH_BYTES", 1_000_000)
+    batches = list(sqlite_query.stream({"ALICE": str(path)}, gated, "ALICE", 65_536, Deadline(60)))
+    assert sum(b.num_rows for b in batches) == 100
+    assert max(b.num_rows for b in batches) == sqlite_query.MIN_SCAN_BATCH_ROWS
