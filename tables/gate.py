@@ -308,6 +308,7 @@ def _parse(sql: str, caller: str) -> GatedQuery:
     _rewrite_rownum(tree)
     _alias_subqueries(tree)
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    _mark_recursive(tree)
     refs: list[TableRef] = []
     for table in list(tree.find_all(exp.Table)):
         ref = _qualify(table, caller, ctes)
@@ -361,6 +362,15 @@ def _qualify(table: exp.Table, caller: str, ctes: set[str]) -> TableRef | None:
     owner = owner or caller
     table.set("db", exp.to_identifier(owner, quoted=True))
     return TableRef(owner, name)
+
+
+def _mark_recursive(tree: exp.Query) -> None:
+    """Oracle's recursive subquery factoring has no RECURSIVE keyword; PostgreSQL needs it."""
+    for with_ in tree.find_all(exp.With):
+        for cte in with_.expressions:
+            name = cte.alias_or_name
+            if any(t.name == name and not t.db for t in cte.this.find_all(exp.Table)):
+                with_.set("recursive", True)
 
 
 def _alias_subqueries(tree: exp.Query) -> None:

@@ -197,3 +197,13 @@ def test_group_apply_and_query_wrappers_keep_a_plain_scan_plain():
     computed = parse_query("select upper(species) s from iris", "ALICE")
     computed = computed.with_columns({ref: frozenset({"SPECIES"}) for ref in computed.tables})
     assert not computed.ordered_by(["S"]).plain_scan_of("ALICE")
+
+
+def test_oracle_recursive_subquery_factoring_becomes_with_recursive():
+    sql = "with c(x) as (select 1 from dual union all select x + 1 from c where x < 5) select max(x) from c"
+    assert parse_query(sql, "ALICE").sql("postgres").startswith("WITH RECURSIVE")
+    assert (
+        not parse_query("with c(x) as (select 1 from dual) select x from c", "ALICE")
+        .sql("postgres")
+        .startswith("WITH RECURSIVE")
+    )
