@@ -2,6 +2,7 @@
 
 ExecutionError
 ├── InvalidApplyRequest(message)   a request body the engine cannot run (bad controls, unknown columns)
+│   └── InputQueryFailed(message)  the input query failed while the call read it (OML's errorCode 1020)
 ├── ScriptFailed(message, stdout)  the user's function raised; message has the script's traceback
 ├── ResultNotSerializable(message) the function returned something with no JSON rendering
 ├── OutputTooLong(limit)           the result is longer than the output limit (OML's errorCode 1024)
@@ -9,6 +10,8 @@ ExecutionError
 ├── TimeLimitExceeded(seconds)     the call ran past its time limit; its workers were killed
 ├── WorkerCrashed(message)         a worker died (os._exit, segfault, SIGKILL, out of memory)
 ├── PoolBusy(retry_after)          no worker became free in time
+├── JobQueueFull(retry_after)      too many jobs wait to run, over all users
+│   └── UserJobQueueFull(user, limit, retry_after)  too many of this user's own jobs wait to run
 └── Cancelled()                    the call was cancelled (job deleted)
 """
 
@@ -20,6 +23,10 @@ class ExecutionError(Exception):
 
 
 class InvalidApplyRequest(ExecutionError):
+    pass
+
+
+class InputQueryFailed(InvalidApplyRequest):
     pass
 
 
@@ -72,6 +79,12 @@ class JobQueueFull(ExecutionError):
     def __init__(self, retry_after: int = 5) -> None:
         self.retry_after = retry_after
         super().__init__("Too many jobs are waiting to run; retry later")
+
+
+class UserJobQueueFull(JobQueueFull):
+    def __init__(self, user: str, limit: int, retry_after: int = 5) -> None:
+        self.user, self.limit, self.retry_after = user, limit, retry_after
+        ExecutionError.__init__(self, f"{user} has {limit} jobs waiting to run, the most allowed; retry later")
 
 
 class Cancelled(ExecutionError):

@@ -133,9 +133,13 @@ class JobStore:
             rows = session.scalars(select(Job).where(Job.owner == owner).order_by(Job.created_at.desc()))
             return [_record(j) for j in rows]
 
-    def waiting(self) -> int:
+    def waiting(self, owner: str | None = None) -> int:
+        """Jobs queued and not yet running (of `owner`, or of everyone)."""
+        q = select(func.count()).where(Job.status == JobStatus.QUEUED)
+        if owner is not None:
+            q = q.where(Job.owner == owner)
         with self.sessions() as session:
-            return int(session.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0)
+            return int(session.scalar(q) or 0)
 
     def counts(self) -> dict[str, int]:
         with self.sessions() as session:

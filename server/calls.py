@@ -6,9 +6,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import pyarrow as pa
+
 from datastore import service as ds
+from engines.errors import InputQueryFailed, TimeLimitExceeded
 from engines.runner import Call, Execution
 from engines.spec import VERBS, ApplyRequest, parse_request
 from repository import service as repo
@@ -18,6 +22,7 @@ from server.bridge import TokenSource
 from server.errors import BadRequest
 from server.services import Services
 from tables import query as tq
+from tables.errors import QueryRejected, QueryTimedOut
 from tables.gate import column_name
 
 #: What the Python client asks for with `"resultFormat": "pickle"`.
@@ -87,6 +92,7 @@ def prepare(
     without a session it gets no identity at all."""
     req: ApplyRequest = parse_request(VERBS[verb], body)
     settings = services.settings
+    limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
     batches = None
     group_columns: tuple[str, ...] = ()
     if req.input is not None:
@@ -95,9 +101,12 @@ def prepare(
         if req.kind == "group":
             group_columns = tuple(column_name(c) for c in req.group_by)
             gated = gated.ordered_by([*group_columns, *(column_name(c) for c in req.order_by)])
-        batches = tq.stream_query(services.user_data, gated, caller, timeout_s=settings.query_time_limit_s)
+        # The query has the call's own time (it starts now, as the call's clock does), at most the query limit.
+        timeout_s = min(limit, settings.query_time_limit_s)
+        batches = _query_errors(
+            tq.stream_query(services.user_data, gated, caller, timeout_s=timeout_s), timeout_s, is_job
+        )
     assert services.pool is not None
-    limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
     call_id = str(uuid.uuid4())
     call = Call(
         call_id=call_id,
@@ -156,3 +165,14 @@ def session_from_json(owner: str, data: object) -> TokenClaims | None:
 def media_type(execution: Execution) -> str:
     """What a successful call answers: OML's JSON, or the pickled values for the Python client."""
     return PICKLE_MEDIA_TYPE if execution.call.request.result_format == "pickle" else "application/json"
+
+
+def _query_errors(batches: Iterable[pa.RecordBatch], limit: float, is_job: bool) -> Iterator[pa.RecordBatch]:
+    """The batches, with the query's failures as the call's: a deadline passed is the call's time limit (1040),
+    any other failure is an input-query error (1020)."""
+    try:
+        yield from batches
+    except QueryTimedOut:
+        raise TimeLimitExceeded(limit, job=is_job) from None
+    except QueryRejected as e:
+        raise InputQueryFailed(str(e)) from None

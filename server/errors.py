@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from datastore import errors as ds
 from engines import errors as eng
 from repository import errors as repo
+from server import fairness
 from server.auth import errors as auth
 from tables import errors as tbl
 
@@ -41,6 +42,7 @@ NOT_SERIALIZABLE = ErrorCode(400, 1031)
 TIME_LIMIT = ErrorCode(400, 1040)
 CANCELLED = ErrorCode(400, 1041)
 WORKER_CRASHED = ErrorCode(500, 1050)
+TOO_MANY_REQUESTS = ErrorCode(429, 1429)
 INTERNAL = ErrorCode(500, 1500)
 BUSY = ErrorCode(503, 1503)
 TOO_MANY_REQUESTS = ErrorCode(429, 1429)
@@ -76,6 +78,7 @@ ERROR_TABLE: dict[type[Exception], ErrorCode] = {
     tbl.InvalidTableName: INVALID_PARAMETER,
     tbl.InvalidTableData: INVALID_PARAMETER,
     tbl.QueryRejected: INVALID_QUERY,
+    tbl.QueryTimedOut: TIME_LIMIT,
     eng.InvalidApplyRequest: INVALID_PARAMETER,
     eng.ScriptFailed: SCRIPT_ERROR,
     eng.ResultNotSerializable: NOT_SERIALIZABLE,
@@ -85,6 +88,9 @@ ERROR_TABLE: dict[type[Exception], ErrorCode] = {
     eng.WorkerCrashed: WORKER_CRASHED,
     eng.PoolBusy: BUSY,
     eng.JobQueueFull: BUSY,
+    eng.UserJobQueueFull: TOO_MANY_REQUESTS,
+    eng.InputQueryFailed: INVALID_QUERY,
+    fairness.TooManyCalls: TOO_MANY_REQUESTS,
     eng.JobNotFound: NOT_FOUND,
     eng.JobNotReady: NOT_FOUND,
 }

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from engines.errors import Cancelled, JobQueueFull, TimeLimitExceeded
+from engines.errors import Cancelled, JobQueueFull, TimeLimitExceeded, UserJobQueueFull
 from engines.jobs import JobRecord, JobStatus, JobStore
 from engines.models import Job
 from engines.runner import Execution
@@ -66,10 +66,13 @@ def submit(
     timeout_s: int | None,
     session: TokenClaims | None = None,
 ) -> JobRecord:
-    """Queue a job (its request was validated by the caller); JobQueueFull past the queue limit. The job's
-    script token will speak for `session` (the submitter's), and die with it."""
+    """Queue a job (its request was validated by the caller); UserJobQueueFull past the caller's own share of the
+    queue (so one user cannot fill it for everyone), JobQueueFull past the queue limit. The job's script token
+    will speak for `session` (the submitter's), and die with it."""
     assert services.jobs is not None
     store = services.jobs.store
+    if store.waiting(caller) >= services.settings.job_queue_per_user:
+        raise UserJobQueueFull(caller, services.settings.job_queue_per_user)
     if store.waiting() >= services.settings.job_queue_limit:
         raise JobQueueFull()
     request = {k: v for k, v in body.items() if k not in ("asyncFlag", "timeout", calls.JOB_SESSION_KEY)}

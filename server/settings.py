@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     #: argon2 hashes computed at once (each takes `password_hash_memory_kib`); 0 means one per CPU core.
     password_hash_concurrency: int = 0
 
+    # -- query path and per-user fairness (issue 8) --------------------------------------------------------
+    #: Execution calls (synchronous calls, and the preparation of async submits) and /query reads one user may
+    #: have in flight in one server process; None means 8, and fewer than `workers` (so one user's calls never
+    #: hold every worker). Keep it well under the 40 threads that serve blocking work.
+    calls_per_user: int | None = None
+    #: Seconds a call over `calls_per_user` waits for one of the user's own calls to finish before it gets 429.
+    calls_wait_s: float = 2.0
+    #: Async jobs one user may have waiting to run; more submits of theirs get 429 (other users' still queue).
+    job_queue_per_user: int = 100
+
     @field_validator("tenant", "database")
     @classmethod
     def _upper(cls, v: str) -> str:
@@ -137,6 +147,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'pyqd.db').resolve()}"
+
+    @property
+    def user_call_limit(self) -> int:
+        """`calls_per_user`, or its default: 8, and fewer than the workers."""
+        return self.calls_per_user or max(1, min(8, self.workers - 1))
 
     @property
     def is_sqlite(self) -> bool:

@@ -5,7 +5,9 @@ TablesError
 ├── TableExists(name)            create over an existing table
 ├── InvalidTableName(name)       a table or column name that breaks the naming rules
 │   └── TableNameClash(name, existing)  (SQLite) another table's name differs from it only in case
-└── InvalidTableData(detail)     an upload that cannot be parsed, or that does not fit the table
+├── InvalidTableData(detail)     an upload that cannot be parsed, or that does not fit the table
+└── QueryRejected(message)       the gate refused the input query, or the database failed to run it
+    └── QueryTimedOut(seconds)   the query ran past its deadline (the call's time limit) and was stopped
 """
 
 from __future__ import annotations
@@ -53,3 +55,9 @@ class InvalidTableData(TablesError):
 
 class QueryRejected(TablesError):
     """The SQL gate refused the input query (not one read-only query, or a table the caller may not read)."""
+
+
+class QueryTimedOut(QueryRejected):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"The input query ran longer than {seconds:g} s and was stopped")

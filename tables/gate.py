@@ -8,7 +8,9 @@ Identifiers follow Oracle's rules (unquoted names fold to upper case, quoted nam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
@@ -19,6 +21,13 @@ from tables.errors import QueryRejected
 
 #: Longest query accepted, characters.
 MAX_SQL_CHARS = 100_000
+#: Longest string literal, characters (Oracle's own limit, ORA-01704): bounds the work of one function call.
+MAX_LITERAL_CHARS = 4000
+#: Largest width or precision in a printf/format conversion (`%.*c` with a huge precision runs for seconds in
+#: one uninterruptible call).
+MAX_FORMAT_WIDTH = 1000
+#: Deepest nesting of parentheses accepted (sqlglot's recursive parser overflows Python's stack near 50).
+MAX_NESTING = 32
 #: Statement and clause types that write, lock, change settings or are not plain queries.
 FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
     getattr(exp, name)
@@ -187,6 +196,10 @@ ALLOWED_UNKNOWN_FUNCTIONS = frozenset(
 )
 
 
+#: A printf conversion: flags, width, precision (SQLite's and PostgreSQL's spellings; `%%` has neither).
+_FORMAT_SPEC = re.compile(r"%(?:\d+\$)?[-+ 0#,!']*(\*(?:\d+\$)?|\d+)?(?:\.(\*|\d+))?")
+
+
 @dataclass(frozen=True)
 class TableRef:
     owner: str
@@ -195,34 +208,45 @@ class TableRef:
 
 @dataclass(frozen=True)
 class GatedQuery:
-    """A checked query: its tree (tables qualified with their owners) and the tables it reads."""
+    """A checked query: its tree (tables qualified with their owners), the tables it reads, and (once the tables
+    were looked up) their column names."""
 
     tree: exp.Query
     tables: tuple[TableRef, ...]
+    columns: Mapping[TableRef, frozenset[str]] = field(default_factory=dict)
+    #: Rows of each table when it was looked up (sizes the batches of plain scans).
+    row_counts: Mapping[TableRef, int] = field(default_factory=dict)
 
     def sql(self, dialect: str) -> str:
         """The query for the backend's dialect, every identifier quoted."""
-        return self.tree.sql(dialect=dialect, identify=True)
+        try:
+            return self.tree.sql(dialect=dialect, identify=True)
+        except RecursionError:
+            raise QueryRejected("The input query is nested too deeply") from None
 
-    def bounded_scan_of(self, owner: str) -> bool:
-        """Whether the query reads at most one table, of `owner`, once, without joins or recursion: its cost is
-        then bounded by that table's size (such queries may run on readers that cannot be interrupted)."""
-        if any(t.owner != owner for t in self.tables) or len(list(self.tree.find_all(exp.Table))) > 1:
-            return False
-        if any(True for _ in self.tree.find_all(exp.Join)):
-            return False
-        return not any(w.args.get("recursive") for w in self.tree.find_all(exp.With))
+    def plain_scan_of(self, owner: str) -> bool:
+        """Whether the query is a plain read of one table of `owner`'s (see `tables.scan`): its cost is then that
+        of scanning the table, and it may run on a reader that can only be stopped between batches."""
+        from tables.scan import is_plain_scan
+
+        return len(self.tables) == 1 and self.tables[0].owner == owner and is_plain_scan(self.tree, self.columns)
+
+    def with_columns(
+        self, columns: Mapping[TableRef, frozenset[str]], row_counts: Mapping[TableRef, int] | None = None
+    ) -> GatedQuery:
+        return GatedQuery(self.tree, self.tables, columns, row_counts or {})
 
     def limited(self, rows: int) -> GatedQuery:
         """At most `rows` of the query's rows."""
-        return GatedQuery(exp.select("*").from_(self.tree.subquery("PYQD_Q")).limit(rows), self.tables)
+        outer = exp.select("*").from_(self.tree.subquery("PYQD_Q")).limit(rows)
+        return GatedQuery(outer, self.tables, self.columns, self.row_counts)
 
     def ordered_by(self, columns: list[str]) -> GatedQuery:
         """The same rows sorted by `columns` (names as the query returns them)."""
         outer = (
             exp.select("*").from_(self.tree.subquery("PYQD_Q")).order_by(*[exp.column(c, quoted=True) for c in columns])
         )
-        return GatedQuery(outer, self.tables)
+        return GatedQuery(outer, self.tables, self.columns, self.row_counts)
 
 
 def column_name(text: str) -> str:
@@ -241,6 +265,35 @@ def parse_query(sql: str, caller: str) -> GatedQuery:
         raise QueryRejected("The input query is empty")
     if len(sql) > MAX_SQL_CHARS:
         raise QueryRejected(f"The input query is longer than {MAX_SQL_CHARS} characters")
+    if _nesting(sql) > MAX_NESTING:
+        raise QueryRejected(f"The input query nests parentheses deeper than {MAX_NESTING} levels")
+    try:
+        gated = _parse(sql, caller)
+        gated.sql("sqlite")  # long chains (a + a + ... + a) nest without parentheses: render once to be sure
+        return gated
+    except RecursionError:
+        raise QueryRejected("The input query is nested too deeply") from None
+
+
+def _nesting(sql: str) -> int:
+    """The deepest nesting of parentheses outside string literals and quoted names."""
+    depth = deepest = 0
+    quote: str | None = None
+    for ch in sql:
+        if quote is not None:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
+
+
+def _parse(sql: str, caller: str) -> GatedQuery:
     try:
         statements = [s for s in sqlglot.parse(sql, read="oracle") if s is not None]
     except (ParseError, TokenError) as e:
@@ -255,6 +308,7 @@ def parse_query(sql: str, caller: str) -> GatedQuery:
     _rewrite_rownum(tree)
     _alias_subqueries(tree)
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    _mark_recursive(tree)
     refs: list[TableRef] = []
     for table in list(tree.find_all(exp.Table)):
         ref = _qualify(table, caller, ctes)
@@ -270,12 +324,28 @@ def _first_line(e: Exception) -> str:
 def _check_node(node: exp.Expr) -> None:
     if isinstance(node, FORBIDDEN_NODES):
         raise QueryRejected(f"Only read-only queries are allowed (found {node.key.upper()})")
+    if isinstance(node, exp.Literal) and node.is_string and len(node.this) > MAX_LITERAL_CHARS:
+        raise QueryRejected(f"A string literal is longer than {MAX_LITERAL_CHARS} characters")
     if isinstance(node, exp.Func):
         name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
         if name.startswith(FORBIDDEN_FUNCTION_PREFIXES) or name in FORBIDDEN_FUNCTIONS:
             raise QueryRejected(f"Function {name.upper()} is not allowed in input queries")
         if isinstance(node, exp.Anonymous) and name not in ALLOWED_UNKNOWN_FUNCTIONS:
             raise QueryRejected(f"Function {name.upper()} is not allowed in input queries")
+        if name in ("printf", "format"):
+            _check_format(name, next(node.iter_expressions(), None))
+
+
+def _check_format(name: str, fmt: exp.Expr | None) -> None:
+    """printf/format take a literal format whose widths and precisions are small numbers (no `*`)."""
+    if not isinstance(fmt, exp.Literal) or not fmt.is_string:
+        raise QueryRejected(f"{name.upper()} needs a literal format string in input queries")
+    for spec in _FORMAT_SPEC.finditer(fmt.this):
+        width, precision = spec.group(1) or "", spec.group(2) or ""
+        if "*" in width + precision or any(int(n) > MAX_FORMAT_WIDTH for n in (width, precision) if n):
+            raise QueryRejected(
+                f"{name.upper()} widths and precisions must be numbers up to {MAX_FORMAT_WIDTH} in input queries"
+            )
 
 
 def _qualify(table: exp.Table, caller: str, ctes: set[str]) -> TableRef | None:
@@ -292,6 +362,15 @@ def _qualify(table: exp.Table, caller: str, ctes: set[str]) -> TableRef | None:
     owner = owner or caller
     table.set("db", exp.to_identifier(owner, quoted=True))
     return TableRef(owner, name)
+
+
+def _mark_recursive(tree: exp.Query) -> None:
+    """Oracle's recursive subquery factoring has no RECURSIVE keyword; PostgreSQL needs it."""
+    for with_ in tree.find_all(exp.With):
+        for cte in with_.expressions:
+            name = cte.alias_or_name
+            if any(t.name == name and not t.db for t in cte.this.find_all(exp.Table)):
+                with_.set("recursive", True)
 
 
 def _alias_subqueries(tree: exp.Query) -> None:

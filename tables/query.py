@@ -8,6 +8,7 @@ import pyarrow as pa
 from sqlalchemy.orm import Session
 
 from tables import pg_query, sqlite_query
+from tables.deadline import Deadline
 from tables.errors import QueryRejected
 from tables.gate import GatedQuery, parse_query
 from tables.pg_store import PostgresStore
@@ -23,19 +24,25 @@ def gate_query(session: Session, store: UserDataStore, caller: str, sql: str) ->
     """The query, if it is one read-only query over tables the caller may read (else QueryRejected, which never
     tells a missing table from one the caller may not see)."""
     gated = parse_query(sql, caller)
+    columns, row_counts = {}, {}
     for ref in gated.tables:
-        if not can_read(session, caller, ref.owner, ref.name) or store.describe(ref.owner, ref.name) is None:
+        described = store.describe(ref.owner, ref.name) if can_read(session, caller, ref.owner, ref.name) else None
+        if described is None:
             raise QueryRejected(f"Table or view does not exist: {ref.owner}.{ref.name}")
-    return gated
+        columns[ref] = frozenset(c.name for c in described.columns)
+        row_counts[ref] = described.row_count
+    return gated.with_columns(columns, row_counts)
 
 
 def stream_query(
     store: UserDataStore, gated: GatedQuery, caller: str, *, timeout_s: float, batch_rows: int = BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """The query's rows as record batches, read by the database as the caller, read-only."""
+    """The query's rows as record batches, read by the database as the caller, read-only. The query stops with
+    QueryTimedOut `timeout_s` seconds from now (not from the first batch asked for), whatever it does."""
+    deadline = Deadline(timeout_s)
     if isinstance(store, SqliteStore):
         owners = {ref.owner for ref in gated.tables}
-        return sqlite_query.stream({o: str(store.path(o)) for o in owners}, gated, caller, batch_rows, timeout_s)
+        return sqlite_query.stream({o: str(store.path(o)) for o in owners}, gated, caller, batch_rows, deadline)
     if isinstance(store, PostgresStore):
-        return pg_query.stream(store.adbc_pool, gated, store.role_for(caller), batch_rows, timeout_s)
+        return pg_query.stream(store.adbc_pool, gated, store.role_for(caller), batch_rows, deadline)
     raise TypeError(f"no query reader for {type(store).__name__}")

@@ -13,6 +13,7 @@ from engines.runner import Execution
 from engines.spec import VERBS
 from server import calls, jobs
 from server.deps import Caller, CurrentUser, ServicesDep
+from server.fairness import user_slots
 from server.routes.common import EXTENSION_TAG, include_both_forms, json_body, tenant_url
 from server.services import Services
 
@@ -44,16 +45,18 @@ async def _execute(
     verb: str, script: str | None, owner: str | None, request: Request, caller: Caller, services: Services
 ) -> Response:
     body = await json_body(request, required=False)
-    name, source, execution = await run_in_threadpool(_prepare, services, caller, verb, script, owner, body)
-    req = execution.call.request
-    if req.async_flag:
-        version = "v1" if "/py-scripts/v1/" in request.url.path else "v2"
-        job = await run_in_threadpool(
-            jobs.submit, services, caller.name, version, verb, name, source, body, req.timeout, caller.claims
-        )
-        location = tenant_url(request, services.settings, f"py-scripts/{version}/jobs/{job.id}")
-        return Response(status_code=201, headers={"Location": location})
-    answer = await run_in_threadpool(execution.run)
+    # One user's calls may hold only a few of the threads that serve blocking work (decided here, before any).
+    async with user_slots(request.app.state, services.settings).hold(caller.name):
+        name, source, execution = await run_in_threadpool(_prepare, services, caller, verb, script, owner, body)
+        req = execution.call.request
+        if req.async_flag:
+            version = "v1" if "/py-scripts/v1/" in request.url.path else "v2"
+            job = await run_in_threadpool(
+                jobs.submit, services, caller.name, version, verb, name, source, body, req.timeout, caller.claims
+            )
+            location = tenant_url(request, services.settings, f"py-scripts/{version}/jobs/{job.id}")
+            return Response(status_code=201, headers={"Location": location})
+        answer = await run_in_threadpool(execution.run)
     request.app.state.metrics.observe_execution(execution, "sync")
     media = calls.media_type(execution)
     if answer.path is None:

@@ -15,7 +15,8 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health", summary="Liveness: the process answers")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    # async: answered on the event loop, never waiting for a thread (those may all be busy with user calls)
     return {"status": "ok"}
 
 

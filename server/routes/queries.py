@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pyarrow as pa
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from server.deps import CurrentUser, ServicesDep
+from server.fairness import Slot, user_slots
 from server.routes.common import EXTENSION_TAG, include_both_forms
 from server.services import Services
 from tables import query as tq
@@ -34,10 +37,28 @@ class QueryBody(BaseModel):
     response_class=StreamingResponse,
     responses={200: {"content": {ARROW_STREAM: {}}}},
 )
-async def run_query(body: QueryBody, caller: CurrentUser, services: ServicesDep) -> StreamingResponse:
-    batches = await run_in_threadpool(_open, services, caller.name, body)
-    first = await run_in_threadpool(next, batches, None)  # errors of the query become 400s before streaming
-    return StreamingResponse(_stream(first, batches), media_type=ARROW_STREAM)
+async def run_query(body: QueryBody, request: Request, caller: CurrentUser, services: ServicesDep) -> StreamingResponse:
+    # The read counts as one of the caller's calls until its last byte is sent (see server.fairness); the slot
+    # is released when the body ends, when the response is over (also if the client left before the body began),
+    # and at the latest when the body is collected.
+    slot = await user_slots(request.app.state, services.settings).take(caller.name)
+    try:
+        batches = await run_in_threadpool(_open, services, caller.name, body)
+        first = await run_in_threadpool(next, batches, None)  # errors of the query become 400s before streaming
+    except BaseException:
+        slot.release()
+        raise
+    chunks = _released(slot, _stream(first, batches))
+    weakref.finalize(chunks, slot.release)
+    return StreamingResponse(chunks, media_type=ARROW_STREAM, background=BackgroundTask(slot.release))
+
+
+async def _released(slot: Slot, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in iterate_in_threadpool(chunks):
+            yield chunk
+    finally:
+        slot.release()
 
 
 def _open(services: Services, caller: str, body: QueryBody) -> Iterator[pa.RecordBatch]:
@@ -45,7 +66,8 @@ def _open(services: Services, caller: str, body: QueryBody) -> Iterator[pa.Recor
         gated = tq.gate_query(session, services.user_data, caller, body.query)
     if body.limit is not None:
         gated = gated.limited(body.limit)
-    return tq.stream_query(services.user_data, gated, caller, timeout_s=services.settings.query_time_limit_s)
+    timeout_s = min(services.settings.sync_time_limit_s, services.settings.query_time_limit_s)
+    return tq.stream_query(services.user_data, gated, caller, timeout_s=timeout_s)
 
 
 def _stream(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]) -> Iterator[bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -47,7 +48,8 @@ class DbtLikeClient:
         self.seen.append(r.status_code)
         return r
 
-    def run_async(self, script: str, timeout: float = 60) -> dict:
+    def run_async(self, script: str, timeout: float = 60, on_running: Callable[[], None] | None = None) -> dict:
+        """Submit, poll until 302, read the result; `on_running` is called once, at the first 202."""
         body = {
             "service": "HIGH",
             "asyncFlag": True,
@@ -69,6 +71,9 @@ class DbtLikeClient:
                 raise RuntimeError(status.json())
             status.json()  # every answer must be JSON (dbt-oracle logs it)
             status.raise_for_status()
+            if status.status_code == 202 and on_running is not None:
+                on_running()
+                on_running = None
             time.sleep(0.05)
         raise TimeoutError(location)
 
@@ -81,15 +86,35 @@ def dbt(live_server, services):
     return client
 
 
+#: A job that runs until the test releases it (a datastore named RELEASE appears): the client sees a 202 first
+#: however fast or slow the machine is.
+HELD_SCRIPT = """def main(action, client_identifier, clientinfo=None, module=None):
+    import time, oml, pandas as pd
+    deadline = time.monotonic() + 120
+    while 'RELEASE' not in set(oml.ds.dir()['datastore_name']):
+        if time.monotonic() > deadline:
+            raise TimeoutError('the test never released the job')
+        time.sleep(0.02)
+    return pd.DataFrame({'result': [1]})
+"""
+
+
 def test_requests_sees_the_302_and_gets_the_result(dbt):
-    script = (
-        "def main(action, client_identifier, clientinfo=None, module=None):\n"
-        "    import pandas as pd, time\n    time.sleep(0.3)\n    return pd.DataFrame({'result': [1]})\n"
-    )
-    r = dbt.request("POST", "/oml/api/pyqd/v1/scripts", json={"name": "m_dbt_py_script", "script": script})
+    r = dbt.request("POST", "/oml/api/pyqd/v1/scripts", json={"name": "m_dbt_py_script", "script": HELD_SCRIPT})
     assert r.status_code == 201
     dbt.refresh()
-    assert dbt.run_async("m_dbt_py_script") == {"result": [{"result": 1}]}
+
+    def release() -> None:
+        files = {"flag": ("flag", b"\x80\x04K\x01.", "application/octet-stream")}
+        saved = dbt.session.post(
+            dbt.base + "/oml/api/pyqd/v1/datastores/RELEASE",
+            headers={"Authorization": f"Bearer {dbt.token}", "Content-type": None},  # type: ignore[dict-item]
+            data={"meta": "{}"},
+            files=files,
+        )
+        assert saved.status_code == 201, saved.text
+
+    assert dbt.run_async("m_dbt_py_script", timeout=120, on_running=release) == {"result": [{"result": 1}]}
     assert 302 in dbt.seen and 202 in dbt.seen
 
 

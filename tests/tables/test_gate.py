@@ -118,3 +118,92 @@ def test_bad_column_names_are_refused(text):
 def test_subqueries_in_from_get_an_alias_for_postgresql():
     out = parse_query("select count(*) from (select * from iris)", "ALICE").sql("postgres")
     assert out == 'SELECT COUNT(*) FROM (SELECT * FROM "ALICE"."IRIS") AS "PYQD_S0"'
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select " + "(" * 5000 + "1" + ")" * 5000 + " from dual",
+        "select " + "(" * 40 + "1" + ")" * 40 + " from dual",
+        "select 1 from dual where " + " and ".join(["(1 = 1"] * 3000) + ")" * 3000,
+        "select " + "not " * 5000 + "1 from dual",
+    ],
+)
+def test_deep_nesting_is_refused_cleanly(sql):
+    with pytest.raises(QueryRejected, match="nest"):
+        parse_query(sql, "ALICE")
+
+
+def test_moderate_nesting_and_strings_with_parentheses_pass():
+    parse_query("select " + "(" * 20 + "1" + ")" * 20 + " from dual", "ALICE")
+    parse_query("select '" + "(" * 100 + "' from dual", "ALICE")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select printf('%.*c', 2000000000, 'x') from dual",
+        "select printf('%*d', 2000000000, 1) from dual",
+        "select printf('%2000000000d', 1) from dual",
+        "select format('%1$2000000000s', 'x') from dual",
+        "select printf(species, 1) from iris",
+        "select '" + "x" * 4001 + "' from dual",
+    ],
+)
+def test_functions_whose_cost_an_argument_sets_are_bounded(sql):
+    with pytest.raises(QueryRejected):
+        parse_query(sql, "ALICE")
+
+
+def test_small_printf_formats_pass():
+    parse_query("select printf('%5.2f|%-10s|%%|%d', 1.5, 'a', 2) from dual", "ALICE")
+
+
+@pytest.mark.parametrize(
+    ("sql", "plain"),
+    [
+        ("select * from iris", True),
+        ("select species, petal_width w from iris where petal_width > 1 and species in ('a', 'b')", True),
+        ('select "SPECIES" from iris where species is not null limit 10', True),
+        ("select * from iris where petal_width between 1 and 2 or not species = 'x'", True),
+        ('select "NOPE" from iris', False),  # unknown: could read as a string literal on ADBC
+        ("select upper(species) from iris", False),
+        ("select petal_width * 2 from iris", False),
+        ("select printf('%5d', 1) from iris", False),
+        ("select * from iris where species like '%a%'", False),
+        ("select * from iris where length(species) > 1", False),
+        ("select distinct species from iris", False),
+        ("select species from iris order by species desc", True),
+        ("select species from iris order by upper(species)", False),
+        ("select species, count(*) from iris group by species", False),
+        ("select a.species from iris a, iris b", False),
+        ("select * from iris where species in (select species from iris)", False),
+        ("with x as (select * from iris) select * from x", False),
+    ],
+)
+def test_only_plain_scans_may_take_the_uninterruptible_reader(sql, plain):
+    gated = parse_query(sql, "ALICE")
+    columns = {ref: frozenset({"SPECIES", "PETAL_WIDTH"}) for ref in gated.tables}
+    assert gated.with_columns(columns).plain_scan_of("ALICE") is plain
+    assert not gated.with_columns(columns).plain_scan_of("BOB")
+
+
+def test_group_apply_and_query_wrappers_keep_a_plain_scan_plain():
+    gated = parse_query("select species, petal_width w from iris where petal_width > 1", "ALICE")
+    gated = gated.with_columns({ref: frozenset({"SPECIES", "PETAL_WIDTH"}) for ref in gated.tables})
+    assert gated.ordered_by(["SPECIES", "W"]).plain_scan_of("ALICE")
+    assert gated.ordered_by(["SPECIES"]).limited(5).plain_scan_of("ALICE")
+    assert not gated.ordered_by(["NOPE"]).plain_scan_of("ALICE")
+    computed = parse_query("select upper(species) s from iris", "ALICE")
+    computed = computed.with_columns({ref: frozenset({"SPECIES"}) for ref in computed.tables})
+    assert not computed.ordered_by(["S"]).plain_scan_of("ALICE")
+
+
+def test_oracle_recursive_subquery_factoring_becomes_with_recursive():
+    sql = "with c(x) as (select 1 from dual union all select x + 1 from c where x < 5) select max(x) from c"
+    assert parse_query(sql, "ALICE").sql("postgres").startswith("WITH RECURSIVE")
+    assert (
+        not parse_query("with c(x) as (select 1 from dual) select x from c", "ALICE")
+        .sql("postgres")
+        .startswith("WITH RECURSIVE")
+    )
