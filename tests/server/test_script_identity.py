@@ -110,6 +110,8 @@ def test_calls_that_never_import_oml_mint_no_token(api, monkeypatch):
         ("GET", "/oml/api/py-scripts/v2/jobs", None),
         ("DELETE", f"{PYQD}/tables/T", None),
         ("GET", "/metrics", None),
+        ("POST", f"{PYQD}/datastores/mine/grants", {"user": "MALLORY"}),
+        ("DELETE", f"{PYQD}/datastores/mine/grants/MALLORY", None),
     ],
 )
 def test_a_stolen_script_token_is_refused_outside_what_oml_needs(api, method, path, body):
@@ -246,3 +248,27 @@ def test_the_bridge_answers_garbage_with_a_400_and_never_raises(api):
     answer = bridge.handle(("http", "GET", "/oml/api/pyqd/v1/datastores", good_headers, b""), no_token)
     assert answer[1] == 401
     assert api.client.get("/health").status_code == 200
+
+
+# A script Mallory grants to Alice: when Alice runs it, it tries to hand Alice's datastore to Mallory.
+TROJAN = """def trojan():
+    import oml
+    oml.ds.save(objs={"loot": "alice's secret"}, name="loot", overwrite=True, grantable=True)
+    try:
+        oml.grant(name="loot", typ="datastore", user="MALLORY")
+        return "granted"
+    except Exception as e:
+        return type(e).__name__
+"""
+
+
+def test_a_granted_trojan_script_cannot_grant_its_callers_datastores_to_its_author(api):
+    mallory, alice = api.user("MALLORY"), api.user("ALICE")
+    api.script(mallory, "trojan", TROJAN)
+    r = api.client.post(f"{PYQD}/scripts/trojan/grants", headers=mallory, json={"user": "ALICE"})
+    assert r.status_code in (200, 201, 204), r.text
+    r = api.run(alice, "do-eval", "trojan", owner="MALLORY")
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] != "granted"
+    assert api.client.get(f"{PYQD}/datastores/loot", headers=mallory, params={"owner": "ALICE"}).status_code == 404
+    assert api.client.get(f"{PYQD}/datastores/loot", headers=alice).status_code == 200  # Alice's, and hers only
