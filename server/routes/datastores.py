@@ -21,7 +21,7 @@ from server.services import Services
 
 router = APIRouter(tags=[EXTENSION_TAG])
 
-DsName = Annotated[str, Path(description="Datastore name", max_length=128)]
+DsName = Annotated[str, Path(description="Datastore name", max_length=128, pattern=f"^{ds.NAME_RE.pattern}$")]
 Owner = Annotated[str | None, Query(max_length=30, description="Owner, when reading another user's datastore")]
 #: Most objects one save may carry.
 MAX_OBJECTS_PER_SAVE = 1000
@@ -172,7 +172,7 @@ def describe_datastore(name: DsName, caller: CurrentUser, session: SessionDep, o
 )
 def load_object(
     name: DsName,
-    obj: Annotated[str, Path(max_length=128)],
+    obj: Annotated[str, Path(max_length=128, pattern=f"^{ds.NAME_RE.pattern}$")],
     request: Request,
     caller: CurrentUser,
     session: SessionDep,

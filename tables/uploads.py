@@ -1,0 +1,301 @@
+"""Reading an upload (CSV, Parquet, JSON) from a file in chunks, so memory holds one chunk, never the file.
+
+The column types are settled over the whole file before anything is written: a first pass reads every chunk and
+widens a column's type where a later chunk needs it (an integer column that later holds 2.5 becomes a float, one
+that holds "n/a" becomes text), as a whole-file read would; the second pass yields the chunks in those types.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from tables.errors import InvalidTableData
+from tables.frames import UploadFormat, to_text
+
+#: Bytes of CSV parsed at a time (pyarrow's block), and bytes of JSON text decoded into one chunk of records.
+CHUNK_BYTES = 4 * 1024 * 1024
+#: Rows of Parquet read at a time (a row group larger than this is still read in slices of it).
+PARQUET_BATCH_ROWS = 65_536
+_ERRORS = (pa.ArrowException, ValueError, TypeError, OSError, UnicodeDecodeError)
+
+
+@dataclass
+class Upload:
+    """An upload on disk: its settled schema, and its chunks in that schema (read again at each call)."""
+
+    file: IO[bytes]
+    fmt: UploadFormat
+    schema: pa.Schema
+
+    def chunks(self) -> Iterator[pa.Table]:
+        self.file.seek(0)
+        try:
+            if self.fmt == "parquet":
+                for batch in pq.ParquetFile(self.file).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                    yield pa.Table.from_batches([batch])
+            elif self.fmt == "csv":
+                for batch in _csv_reader(self.file, self.schema):
+                    yield pa.Table.from_batches([batch])
+            else:
+                for records in _json_records(self.file):
+                    yield conform(pa.Table.from_pylist(records), self.schema)
+        except InvalidTableData:
+            raise
+        except _ERRORS as e:
+            raise InvalidTableData(f"Cannot read the {self.fmt} data: {e}") from None
+
+
+def open_upload(file: IO[bytes], fmt: UploadFormat) -> Upload:
+    """Read the upload once to settle its schema (InvalidTableData if it cannot be read)."""
+    file.seek(0, io.SEEK_END)
+    if file.tell() == 0:
+        raise InvalidTableData("The request body is empty")
+    file.seek(0)
+    try:
+        if fmt == "parquet":
+            schema = pq.ParquetFile(file).schema_arrow
+        elif fmt == "csv":
+            schema = _csv_schema(file)
+        else:
+            schema = _json_schema(file)
+    except InvalidTableData:
+        raise
+    except _ERRORS as e:
+        raise InvalidTableData(f"Cannot read the {fmt} data: {e}") from None
+    return Upload(file, fmt, schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The chunk with exactly the schema's columns and types (missing columns are null)."""
+    arrays = []
+    for field in schema:
+        if field.name not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+            continue
+        col = table.column(field.name)
+        if col.type != field.type:
+            col = to_text(col) if pa.types.is_string(field.type) else col.cast(field.type)
+        arrays.append(col)
+    return pa.table(arrays, schema=schema)
+
+
+def wider(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """The narrowest type both chunks' values fit (text when nothing else does)."""
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return pa.int64()
+    if (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
+        return pa.float64()
+    return pa.string()
+
+
+# --- CSV -------------------------------------------------------------------------------------------------------
+
+
+def _csv_reader(file: IO[bytes], schema: pa.Schema | None = None) -> pa_csv.CSVStreamingReader:
+    file.seek(0)
+    convert = pa_csv.ConvertOptions(column_types=schema) if schema is not None else None
+    return pa_csv.open_csv(file, read_options=pa_csv.ReadOptions(block_size=CHUNK_BYTES), convert_options=convert)
+
+
+#: A CSV column's next type when a later block does not fit it.
+def _widen_csv(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_null(t):
+        return pa.int64()
+    if pa.types.is_integer(t):
+        return pa.float64()
+    return pa.string()
+
+
+def _csv_schema(file: IO[bytes]) -> pa.Schema:
+    """Types inferred from the first block, widened (and the file read again) until every block fits them."""
+    schema: pa.Schema | None = None
+    for _ in range(1000):  # each retry widens one column one step: int → float → text, at most 3 per column
+        reader = _csv_reader(file, schema)
+        current = reader.schema
+        try:
+            for _batch in reader:
+                pass
+            return current
+        except pa.ArrowInvalid as e:
+            column = _failed_column(str(e), current)
+            if column is None:
+                raise
+            i = current.get_field_index(column)
+            schema = current.set(i, pa.field(column, _widen_csv(current.field(i).type)))
+            if current.field(i).type == pa.string():
+                raise
+    raise InvalidTableData("Cannot settle the CSV column types")
+
+
+def _failed_column(message: str, schema: pa.Schema) -> str | None:
+    """The column a CSV conversion error names ("In CSV column #3: CSV conversion error to int64 ...")."""
+    if "CSV conversion error" not in message or "column #" not in message:
+        return None
+    digits = message.split("column #", 1)[1].split(":", 1)[0]
+    if not digits.isdigit() or int(digits) >= len(schema):
+        return None
+    return schema.field(int(digits)).name
+
+
+# --- JSON ------------------------------------------------------------------------------------------------------
+
+
+def _json_schema(file: IO[bytes]) -> pa.Schema:
+    """The columns of the first record, each typed wide enough for every chunk."""
+    names: list[str] | None = None
+    types: dict[str, pa.DataType] = {}
+    for records in _json_records(file):
+        table = pa.Table.from_pylist(records)
+        if names is None:
+            names = list(records[0])
+        for name in names:
+            if name in table.column_names:
+                t = table.column(name).type
+                types[name] = wider(types[name], t) if name in types else t
+    if names is None:
+        raise InvalidTableData("JSON data has no records")
+    return pa.schema([(n, types.get(n, pa.null())) for n in names])
+
+
+def _json_records(file: IO[bytes]) -> Iterator[list[dict[str, Any]]]:
+    """Chunks of records from a JSON array of objects or an ORDS page `{"items": [...], ...}`."""
+    reader = _JsonReader(file)
+    chunk: list[dict[str, Any]] = []
+    start = reader.consumed
+    for record in reader.records():
+        if not isinstance(record, dict):
+            raise InvalidTableData("JSON data must be a list of records (objects)")
+        chunk.append(record)
+        if reader.consumed - start >= CHUNK_BYTES:
+            yield chunk
+            chunk, start = [], reader.consumed
+    if chunk:
+        yield chunk
+
+
+class _JsonReader:
+    """Top-level JSON values read one at a time from a file with the C decoder, holding a few MiB of text."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        file.seek(0)
+        self.file = file
+        self.decode = codecs.getincrementaldecoder("utf-8-sig")()
+        self.decoder = json.JSONDecoder()
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        #: Characters consumed so far (how chunks are sized).
+        self.consumed = 0
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.file.read(CHUNK_BYTES)
+        self.eof = not data
+        self.buf = self.buf[self.pos :] + self.decode.decode(data, final=self.eof)
+        self.pos = 0
+        return not self.eof or bool(self.buf)
+
+    def peek(self) -> str:
+        """The next non-blank character ('' at the end)."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+                self.consumed += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if self.eof or not self._fill():
+                return ""
+
+    def take(self, char: str) -> None:
+        if self.peek() != char:
+            found = self.peek() or "the end"
+            raise InvalidTableData(f"Malformed JSON data: expected {char!r}, found {found!r}")
+        self.pos += 1
+        self.consumed += 1
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as e:
+                # A value cut by the end of the buffer: read more and decode it again, else it is malformed.
+                if not self.eof and self._fill():
+                    continue
+                raise InvalidTableData(f"Malformed JSON data: {e.msg} (at character {self.consumed})") from None
+            if end == len(self.buf) and not self.eof and self._more_could_follow(value):
+                self._fill()
+                continue
+            self.consumed += end - self.pos
+            self.pos = end
+            return value
+
+    @staticmethod
+    def _more_could_follow(value: Any) -> bool:
+        # A number or literal that ends exactly at the end of the buffer may go on in the next read.
+        return not isinstance(value, dict | list | str)
+
+    def records(self) -> Iterator[Any]:
+        first = self.peek()
+        if first == "[":
+            yield from self._array()
+        elif first == "{":
+            yield from self._objects()
+        else:
+            raise InvalidTableData("JSON data must be a list of records (objects)")
+        if self.peek():
+            raise InvalidTableData("Malformed JSON data: extra data after the records")
+
+    def _array(self) -> Iterator[Any]:
+        self.take("[")
+        if self.peek() == "]":
+            self.take("]")
+            return
+        while True:
+            yield self.value()
+            if self.peek() == ",":
+                self.take(",")
+                continue
+            self.take("]")
+            return
+
+    def _objects(self) -> Iterator[Any]:
+        """An ORDS page: an object whose `items` array holds the records (read key by key, the array streamed)."""
+        self.take("{")
+        first = True
+        while self.peek() != "}":
+            if not first:
+                self.take(",")
+            first = False
+            key = self.value()
+            self.take(":")
+            if key == "items" and self.peek() == "[":
+                yield from self._array()
+                self._skip_rest_of_object()
+                return
+            self.value()
+        raise InvalidTableData("JSON data must be a list of records (objects), or an object with an items list")
+
+    def _skip_rest_of_object(self) -> None:
+        while self.peek() == ",":
+            self.take(",")
+            self.value()
+            self.take(":")
+            self.value()
+        self.take("}")
