@@ -131,8 +131,9 @@ async def save_datastore(name: DsName, request: Request, caller: CurrentUser, se
             if not isinstance(value, UploadFile):
                 raise BadRequest(f"Part {key!r} must be a file part holding the pickled object")
             m = meta.objects.get(key, ObjectMeta())
-            objects.append(ds.ObjectIn(key, await value.read(), m.class_name, m.length, m.row_count, m.col_count))
-    info = await run_in_threadpool(_save, services, caller.name, name, objects, meta)
+            # The part's spooled file (on disk past 1 MiB): read one object at a time while storing it.
+            objects.append(ds.ObjectIn(key, value.file, m.class_name, m.length, m.row_count, m.col_count))
+        info = await run_in_threadpool(_save, services, caller.name, name, objects, meta)
     return {"result": datastore_item(info)}
 
 
