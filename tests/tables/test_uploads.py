@@ -29,7 +29,7 @@ def read_all(data: bytes, fmt: str) -> pa.Table:
 
 
 def test_csv_pieces_keep_quoted_line_breaks_and_widen_types(small_chunks):
-    data = b'N,TEXT,D\n' + b'1,"two\nlines, and ""quotes""",2020-01-01\n' * 30 + b"2.5,x,\nabc,y,2020-01-02\n"
+    data = b"N,TEXT,D\n" + b'1,"two\nlines, and ""quotes""",2020-01-01\n' * 30 + b"2.5,x,\nabc,y,2020-01-02\n"
     table = read_all(data, "csv")
     assert table.num_rows == 32
     assert table.schema.field("N").type == pa.string()  # int, then a float, then text: text, as read_csv says
