@@ -48,7 +48,7 @@ class Upload:
                 yield from _csv_tables(self.file, self.schema)
             else:
                 for records in _json_records(self.file):
-                    yield conform(pa.Table.from_pylist(records), self.schema)
+                    yield conform(_records_table(records, self.schema.names), self.schema)
         except InvalidTableData:
             raise
         except _ERRORS as e:
@@ -195,16 +195,18 @@ def _json_schema(file: IO[bytes]) -> pa.Schema:
     names: list[str] | None = None
     types: dict[str, pa.DataType] = {}
     for records in _json_records(file):
-        table = pa.Table.from_pylist(records)
         if names is None:
             names = list(records[0])
-        for name in names:
-            if name in table.column_names:
-                t = table.column(name).type
-                types[name] = wider(types[name], t) if name in types else t
+        for field in _records_table(records, names).schema:
+            types[field.name] = wider(types[field.name], field.type) if field.name in types else field.type
     if names is None:
         raise InvalidTableData("JSON data has no records")
-    return pa.schema([(n, types.get(n, pa.null())) for n in names])
+    return pa.schema([(n, types[n]) for n in names])
+
+
+def _records_table(records: list[dict[str, Any]], names: list[str]) -> pa.Table:
+    """A chunk of records as columns `names` (a record without a key has null there)."""
+    return pa.table({name: pa.array([r.get(name) for r in records]) for name in names})
 
 
 def _json_records(file: IO[bytes]) -> Iterator[list[dict[str, Any]]]:

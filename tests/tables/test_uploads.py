@@ -59,6 +59,15 @@ def test_json_array_and_ords_page_are_streamed(small_chunks):
     assert read_all(pretty, "json").num_rows == 100
 
 
+def test_json_keys_missing_from_a_chunks_first_record_are_kept(small_chunks):
+    records = [{"A": i, "B": i * 10} if i % 7 else {"A": i} for i in range(1, 101)]
+    import orjson
+
+    table = read_all(orjson.dumps(records), "json")
+    assert table.column_names == ["A", "B"]
+    assert table.column("B").to_pylist() == [None if i % 7 == 0 else i * 10 for i in range(1, 101)]
+
+
 @pytest.mark.parametrize(
     "data",
     [b'[{"a": 1}, {"a": 2}', b'[{"a": 1}] trailing', b'{"a": 1}', b'{"items": 3}', b"[1, 2]", b"[]", b""],
