@@ -115,6 +115,7 @@ def test_unauthenticated_upload_and_expect_continue_do_not_hang(live_server):
         status, headers, _ = read_response(s)
         assert status == 404 and headers["connection"] == "close"
         assert_closed(s)
+    assert httpx.get(f"{live_server}/health").status_code == 200
 
 
 @SQLITE_ONLY
