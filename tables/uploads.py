@@ -25,6 +25,8 @@ from tables.frames import UploadFormat, to_text
 #: Bytes of CSV parsed at a time, and bytes of JSON text decoded into one chunk of records. A Parquet chunk is
 #: one row group (as the writer made it).
 CHUNK_BYTES = 1024 * 1024
+#: Longest CSV row or JSON record accepted (a longer one, or an unclosed quote, would have to be held whole).
+MAX_ROW_BYTES = 64 * 1024 * 1024
 _ERRORS = (pa.ArrowException, ValueError, TypeError, OSError, UnicodeDecodeError)
 
 
@@ -126,6 +128,8 @@ def _csv_pieces(file: IO[bytes]) -> Iterator[bytes]:
             return
         cut = _row_end(buf, 1 if header is None else None)
         if cut is None:
+            if len(buf) > MAX_ROW_BYTES:
+                raise InvalidTableData(f"A CSV row is longer than {MAX_ROW_BYTES} bytes (or a quote is never closed)")
             carry = buf
             continue
         piece, carry = buf[:cut], buf[cut:]
@@ -141,18 +145,23 @@ def _csv_pieces(file: IO[bytes]) -> Iterator[bytes]:
 
 
 def _row_end(buf: bytes, rows: int | None = None) -> int | None:
-    """The index just past the last line break outside quotes (past the first one when `rows` is 1)."""
-    quotes = buf.count(b'"')
+    """The index just past the last line break outside quotes (past the first one when `rows` is 1). Quotes are
+    counted once over the buffer, whatever the number of line breaks inside a quoted field."""
     if rows == 1:
-        pos = -1
-        while (pos := buf.find(b"\n", pos + 1)) >= 0:
-            if buf.count(b'"', 0, pos) % 2 == 0:
-                return pos + 1
+        pos, quotes = -1, 0
+        while (nxt := buf.find(b"\n", pos + 1)) >= 0:
+            quotes += buf.count(b'"', pos + 1, nxt)
+            if quotes % 2 == 0:
+                return nxt + 1
+            pos = nxt
         return None
-    pos = len(buf)
-    while (pos := buf.rfind(b"\n", 0, pos)) >= 0:
-        if (quotes - buf.count(b'"', pos)) % 2 == 0:
+    total = buf.count(b'"')
+    end, after = len(buf), 0  # quotes after the candidate line break
+    while (pos := buf.rfind(b"\n", 0, end)) >= 0:
+        after += buf.count(b'"', pos, end)
+        if (total - after) % 2 == 0:
             return pos + 1
+        end = pos
     return None
 
 
@@ -161,14 +170,18 @@ def _csv_tables(file: IO[bytes], schema: pa.Schema | None) -> Iterator[pa.Table]
     header = next(pieces, None)
     if header is None:
         raise InvalidTableData("The CSV data is empty")
-    read = pa_csv.ReadOptions(block_size=2 * CHUNK_BYTES + len(header))
     convert = pa_csv.ConvertOptions(column_types=schema) if schema is not None else None
+
+    def read(data: bytes) -> pa.Table:
+        options = pa_csv.ReadOptions(block_size=max(CHUNK_BYTES, len(data) + 1))  # one block: a row never straddles
+        return pa_csv.read_csv(io.BytesIO(data), read_options=options, convert_options=convert)
+
     first = True
     for piece in pieces:
         first = False
-        yield pa_csv.read_csv(io.BytesIO(header + piece), read_options=read, convert_options=convert)
+        yield read(header + piece)
     if first:  # a header alone: the columns, no rows
-        yield pa_csv.read_csv(io.BytesIO(header), read_options=read, convert_options=convert)
+        yield read(header)
 
 
 def _csv_schema(file: IO[bytes]) -> pa.Schema:
@@ -273,6 +286,8 @@ class _JsonReader:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as e:
                 # A value cut by the end of the buffer: read more and decode it again, else it is malformed.
+                if len(self.buf) - self.pos > MAX_ROW_BYTES:
+                    raise InvalidTableData(f"A JSON record is longer than {MAX_ROW_BYTES} bytes") from None
                 if not self.eof and self._fill():
                     continue
                 raise InvalidTableData(f"Malformed JSON data: {e.msg} (at character {self.consumed})") from None

@@ -77,6 +77,19 @@ def test_malformed_json_is_invalid_data(data, small_chunks):
         read_all(data, "json")
 
 
+def test_an_unclosed_quote_or_a_giant_record_is_refused_not_held(api, monkeypatch):
+    """The attack: a CSV whose first field opens a quote that never closes (every line break after it is inside
+    the field), or a JSON array whose one record never ends; read whole, either would sit in memory."""
+    monkeypatch.setattr(uploads, "MAX_ROW_BYTES", 1024 * 1024)
+    alice = api.user("alice")
+    csv = b'A,B\n"open,1\n' + b"2,3\n" * 2_000_000
+    assert_error(upload(api.client, alice, "T", csv, fmt="csv"), 400, "CSV row is longer")
+    json_ = b'[{"A": "' + b"x" * 3_000_000 + b'"}]'
+    assert_error(upload(api.client, alice, "T", json_, fmt="json"), 400, "JSON record is longer")
+    assert listing(api.client, alice) == []
+    assert api.client.get("/health").status_code == 200
+
+
 def test_parquet_is_read_row_group_by_row_group():
     table = pa.table({"A": list(range(1000)), "B": [str(i) for i in range(1000)]})
     buf = io.BytesIO()
