@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import IO, Literal
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,14 +35,28 @@ DatastoreType = Literal["user", "all", "grant", "granted", "grantable", "private
 
 @dataclass(frozen=True)
 class ObjectIn:
-    """An object to save: its pickled bytes and the facts `describe` reports."""
+    """An object to save: its pickled bytes (or a file holding them, read only when stored) and the facts
+    `describe` reports."""
 
     name: str
-    data: bytes
+    data: bytes | IO[bytes]
     class_name: str
     length: int | None = None
     row_count: int | None = None
     col_count: int | None = None
+
+    @property
+    def size(self) -> int:
+        if isinstance(self.data, bytes):
+            return len(self.data)
+        self.data.seek(0, io.SEEK_END)
+        return self.data.tell()
+
+    def read(self) -> bytes:
+        if isinstance(self.data, bytes):
+            return self.data
+        self.data.seek(0)
+        return self.data.read()
 
 
 @dataclass(frozen=True)
@@ -163,25 +178,28 @@ def save(
         ds.description, ds.grantable, ds.updated_at = description, bool(grantable), now
     else:
         raise DatastoreExists(name)
-    total = kept_size + sum(len(o.data) for o in objects)
+    total = kept_size + sum(o.size for o in objects)
     if total > max_bytes:
         raise DatastoreTooLarge(total, max_bytes)
     if not ds.grantable:
         session.execute(delete(DatastoreGrant).where(DatastoreGrant.datastore_id == ds.id))
-    for o in objects:
-        session.add(
-            DatastoreObject(
-                datastore_id=ds.id,
-                name=o.name,
-                class_name=o.class_name[:255],
-                size=len(o.data),
-                length=o.length,
-                row_count=o.row_count,
-                col_count=o.col_count,
-                digest=hashlib.sha256(o.data).hexdigest(),
-                data=o.data,
-            )
+    for o in objects:  # one object in memory at a time: stored, then forgotten by the session
+        data = o.read()
+        row = DatastoreObject(
+            datastore_id=ds.id,
+            name=o.name,
+            class_name=o.class_name[:255],
+            size=len(data),
+            length=o.length,
+            row_count=o.row_count,
+            col_count=o.col_count,
+            digest=hashlib.sha256(data).hexdigest(),
+            data=data,
         )
+        session.add(row)
+        session.flush()
+        session.expunge(row)
+        del data, row
     _changed(session)
     return _info(session, ds)
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from datastore import errors as ds
 from engines import errors as eng
@@ -115,8 +116,27 @@ def lookup(exc: BaseException) -> ErrorCode | None:
     return None
 
 
+#: Longest errorMessage sent, in UTF-8 bytes (note included): a script can raise an exception with a message of
+#: any size, and the answer must not carry it whole.
+MAX_ERROR_MESSAGE_BYTES = 64 * 1024
+
+
+def clip_message(message: str, limit: int = MAX_ERROR_MESSAGE_BYTES) -> str:
+    """The message, or its start plus a note saying it was clipped, in at most `limit` UTF-8 bytes."""
+    if len(message) <= limit // 4:  # at most 4 bytes a character: short enough without encoding
+        return message
+    data = message.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return message
+    note = f"\n[pyqd: message clipped; it was {len(data)} bytes, the first ones are shown]"
+    head = data[: limit - len(note.encode())].decode("utf-8", "ignore")
+    return head + note
+
+
 def oml_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"errorCode": code, "errorMessage": message}, status_code=status, headers=headers)
+    """The one place OML error bodies are built: `{"errorCode", "errorMessage"}`, the message clipped."""
+    body = {"errorCode": code, "errorMessage": clip_message(message)}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _headers(ec: ErrorCode, exc: Exception) -> dict[str, str] | None:
@@ -149,7 +169,26 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"Resource not found: {request.url.path}"
-    return oml_error(exc.status_code, code.code, detail, dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"Method {request.method} not allowed here; use {', '.join(allowed)}"
+    return oml_error(exc.status_code, code.code, detail, headers or None)
+
+
+#: Methods a 405's `Allow` may name.
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path answers (Starlette's 405 names only the first route that matched)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -123,7 +123,7 @@ def run_job(
         return Outcome(JobStatus.FAILED, 400, "application/json", b"", cancelled=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes the job's stored answer
         code = errors.lookup(e)
-        message = str(e)
+        message = errors.clip_message(str(e))
         if code is None:
             log.exception("job %s failed unexpectedly", record.id)
             code, message = errors.INTERNAL, "Internal server error; the server log has the details"

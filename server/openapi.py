@@ -9,8 +9,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from datastore.service import NAME_RE as DATASTORE_NAME_RE
+from repository.service import SCRIPT_NAME_RE
+from server.auth.service import USER_NAME_RE
+
 #: Paths that need no token (everything else needs a bearer token).
-PUBLIC_PREFIXES = ("/omlusers/", "/oauth/", "/health", "/ready", "/metrics", "/openapi")
+PUBLIC_PREFIXES = ("/omlusers/", "/oauth/", "/health", "/ready", "/openapi")
 EXTENSION_TAG = "pyqd extension"
 
 OAUTH2_TOKEN_FORM = {
@@ -28,11 +32,107 @@ OAUTH2_TOKEN_FORM = {
 }
 
 
+#: The OML error body every error answer carries (RFC 6749's `{"error"}` on the standard token endpoint).
+OML_ERROR = {
+    "type": "object",
+    "properties": {"errorCode": {"type": "integer"}, "errorMessage": {"type": "string"}},
+    "required": ["errorCode", "errorMessage"],
+}
+OAUTH2_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+    "required": ["error"],
+}
+#: Why each error status is answered (the response descriptions).
+ERROR_STATUSES = {
+    400: "Invalid request: malformed body, bad parameter, or refused by a domain rule",
+    401: "Missing, invalid or expired bearer token",
+    403: "The caller may not do this (e.g. an administrator operation)",
+    404: "No such object, or the caller may not see it",
+    409: "The object changed meanwhile",
+    413: "The request body exceeds the configured limit",
+    429: "Too many requests from this user or address; retry after `Retry-After` seconds",
+    503: "The server is busy (no free worker, full queue) or stopping; retry after `Retry-After` seconds",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "The auth scheme to use", "schema": {"type": "string"}}}
+#: Path parameter name → the pattern the server checks it against (the routes' own patterns are kept).
+PATH_PATTERNS = {
+    "scriptName": SCRIPT_NAME_RE.pattern,
+    "ownerName": USER_NAME_RE.pattern,
+    "grantee": USER_NAME_RE.pattern,
+    "obj": DATASTORE_NAME_RE.pattern,
+}
+
+
+def error_statuses(path: str, method: str, op: dict[str, Any]) -> list[int]:
+    """The error statuses an operation can answer (every one is produced by server/errors.py)."""
+    statuses = [400, 404]
+    if not path.startswith(PUBLIC_PREFIXES) or path.startswith(("/omlusers/", "/oauth/")):
+        statuses += [401, 403]
+    if path == "/ready":
+        statuses.append(503)
+    if method in ("post", "put", "patch"):
+        statuses.append(413)
+    if "/datastores/" in path:
+        statuses.append(409)
+    if path.startswith(("/omlusers/", "/oauth/")) or any(
+        part in path for part in ("-apply", "do-eval", "/run/", "/query", "/jobs")
+    ):
+        statuses += [429, 503]
+    return sorted(set(statuses))
+
+
+def _error_response(status: int, path: str) -> dict[str, Any]:
+    oml, oauth = {"$ref": "#/components/schemas/OmlError"}, {"$ref": "#/components/schemas/OAuth2Error"}
+    # The OML token endpoint also takes form-encoded grants, and answers those as RFC 6749 does.
+    schema = oauth if path.startswith("/oauth/") else {"anyOf": [oml, oauth]} if path.startswith("/omlusers/") else oml
+    response: dict[str, Any] = {
+        "description": ERROR_STATUSES[status],
+        "content": {"application/json": {"schema": schema}},
+    }
+    if status in (429, 503):
+        response["headers"] = _RETRY_AFTER
+    elif status == 401:
+        response["headers"] = _WWW_AUTHENTICATE
+    return response
+
+
+#: Success answers whose media type FastAPI cannot see (the handler returns a plain Response).
+MEDIA_TYPES = {("/metrics", "get", "200"): "text/plain"}
+
+
+def _declare_errors(path: str, method: str, op: dict[str, Any]) -> None:
+    """Declare the common error answers with their schema; FastAPI's 422 goes, since validation answers 400."""
+    responses = op.setdefault("responses", {})
+    responses.pop("422", None)
+    for (p, m, ok), media_type in MEDIA_TYPES.items():
+        if (p, m) == (path, method) and ok in responses:
+            responses[ok]["content"] = {media_type: {"schema": {"type": "string"}}}
+    for status in error_statuses(path, method, op):
+        responses.setdefault(str(status), _error_response(status, path))
+    for param in op.get("parameters", []):
+        name = param.get("name", "")
+        pattern = PATH_PATTERNS.get(name)
+        if name == "name" and "/scripts/" in path:
+            pattern = SCRIPT_NAME_RE.pattern
+        elif name == "name" and "/admin/users/" in path:
+            pattern = USER_NAME_RE.pattern
+        schema = param.get("schema", {})
+        if param.get("in") == "path" and pattern and "pattern" not in schema:
+            schema["pattern"] = f"^{pattern}$"
+
+
 def build(app: FastAPI) -> dict[str, Any]:
     """The 3.1 document with security schemes, public routes marked, and extensions flagged."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["OAuth2TokenForm"] = OAUTH2_TOKEN_FORM
+    schemas = components.setdefault("schemas", {})
+    schemas["OAuth2TokenForm"] = OAUTH2_TOKEN_FORM
+    schemas["OmlError"] = OML_ERROR
+    schemas["OAuth2Error"] = OAUTH2_ERROR
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
     components["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         "oauth2": {
@@ -44,9 +144,10 @@ def build(app: FastAPI) -> dict[str, Any]:
         },
     }
     for path, item in schema.get("paths", {}).items():
-        for op in item.values():
+        for method, op in item.items():
             if not isinstance(op, dict):
                 continue
+            _declare_errors(path, method, op)
             op["security"] = [] if path.startswith(PUBLIC_PREFIXES) else [{"bearer": []}, {"oauth2": []}]
             if EXTENSION_TAG in op.get("tags", []):
                 op["x-pyqd-extension"] = True

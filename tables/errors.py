@@ -4,6 +4,7 @@ TablesError
 ├── TableNotFound(name, owner)   no such table, or the caller may not read it (never tells which)
 ├── TableExists(name)            create over an existing table
 ├── InvalidTableName(name)       a table or column name that breaks the naming rules
+│   ├── ReservedTableName(name)  a reserved word, or a name the databases or pyqd keep (sqlite_*, pg_*, pyqd_*)
 │   └── TableNameClash(name, existing)  (SQLite) another table's name differs from it only in case
 ├── InvalidTableData(detail)     an upload that cannot be parsed, or that does not fit the table
 └── QueryRejected(message)       the gate refused the input query, or the database failed to run it
@@ -39,6 +40,16 @@ class InvalidTableName(TablesError):
             else "1 to 63 bytes (UTF-8), no NUL or double quote, unique ignoring case"
         )
         super().__init__(f"Invalid {what} name {name!r}: {rule}")
+
+
+class ReservedTableName(InvalidTableName):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        TablesError.__init__(
+            self,
+            f"Invalid table name {name!r}: it is a reserved word or starts with a reserved prefix "
+            "(sqlite_, pg_, pyqd_)",
+        )
 
 
 class TableNameClash(InvalidTableName):

@@ -7,18 +7,30 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
-from tables.errors import InvalidTableData, InvalidTableName
+from tables.errors import InvalidTableData, InvalidTableName, ReservedTableName
 
 #: Longest table or column name, in UTF-8 bytes: PostgreSQL silently truncates identifiers beyond 63.
 MAX_NAME_BYTES = 63
 #: Table names: an Oracle-style identifier. The case is kept (as OML's `create` keeps it).
 TABLE_NAME_RE = re.compile(rf"[A-Za-z][A-Za-z0-9_$#]{{0,{MAX_NAME_BYTES - 1}}}")
+#: The same rule as a JSON-Schema (ECMA-262) pattern, for the OpenAPI document.
+TABLE_NAME_PATTERN = rf"^[A-Za-z][A-Za-z0-9_$#]{{0,{MAX_NAME_BYTES - 1}}}$"
+#: Name prefixes the databases keep for themselves (SQLite's and PostgreSQL's catalogs) and for pyqd's own tables.
+RESERVED_PREFIXES = ("sqlite_", "pg_", "pyqd_")
+#: Oracle's SQL reserved words (SQL Language Reference, "Oracle SQL Reserved Words"): not valid unquoted
+#: identifiers there, so a table so named could not be read by an `input` query written for Oracle.
+RESERVED_WORDS = frozenset(
+    """ACCESS ADD ALL ALTER AND ANY AS ASC AUDIT BETWEEN BY CHAR CHECK CLUSTER COLUMN COMMENT COMPRESS CONNECT CREATE
+    CURRENT DATE DECIMAL DEFAULT DELETE DESC DISTINCT DROP ELSE EXCLUSIVE EXISTS FILE FLOAT FOR FROM GRANT GROUP HAVING
+    IDENTIFIED IMMEDIATE IN INCREMENT INDEX INITIAL INSERT INTEGER INTERSECT INTO IS LEVEL LIKE LOCK LONG MAXEXTENTS
+    MINUS MLSLABEL MODE MODIFY NOAUDIT NOCOMPRESS NOT NOWAIT NULL NUMBER OF OFFLINE ON ONLINE OPTION OR ORDER PCTFREE
+    PRIOR PUBLIC RAW RENAME RESOURCE REVOKE ROW ROWID ROWNUM ROWS SELECT SESSION SET SHARE SIZE SMALLINT START
+    SUCCESSFUL SYNONYM SYSDATE TABLE THEN TO TRIGGER UID UNION UNIQUE UPDATE USER VALIDATE VALUES VARCHAR VARCHAR2 VIEW
+    WHENEVER WHERE WITH""".split()
+)
 UploadFormat = Literal["csv", "parquet", "json"]
 UPLOAD_FORMATS: tuple[str, ...] = ("csv", "parquet", "json")
 
@@ -54,8 +66,11 @@ class Column:
 
 
 def check_table_name(name: str) -> str:
+    """The name if it is an Oracle identifier that is neither reserved nor a database's or pyqd's own."""
     if not isinstance(name, str) or not TABLE_NAME_RE.fullmatch(name):
         raise InvalidTableName(str(name))
+    if name.lower().startswith(RESERVED_PREFIXES) or name.upper() in RESERVED_WORDS:
+        raise ReservedTableName(name)
     return name
 
 
@@ -97,7 +112,7 @@ def normalize(table: pa.Table) -> tuple[pa.Table, list[Column]]:
         kind = "text" if pa.types.is_null(col.type) else logical_type(col.type)
         target = ARROW_TYPES[kind]
         try:
-            col = col.cast(target) if kind != "text" or pa.types.is_string(col.type) else _to_text(col)
+            col = col.cast(target) if kind != "text" or pa.types.is_string(col.type) else to_text(col)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InvalidTableData(f"Column {name!r} cannot be stored as {kind}: {e}") from None
         if kind == "text" and pc.any(pc.match_substring(col, "\x00")).as_py():
@@ -108,7 +123,7 @@ def normalize(table: pa.Table) -> tuple[pa.Table, list[Column]]:
     return pa.table(arrays, names=table.column_names), columns
 
 
-def _to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
+def to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
     try:
         return col.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -116,21 +131,13 @@ def _to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def parse_upload(data: bytes, fmt: UploadFormat) -> pa.Table:
-    """Parse CSV, Parquet or JSON records into an Arrow table, or InvalidTableData."""
-    try:
-        if fmt == "csv":
-            return pa_csv.read_csv(io.BytesIO(data))
-        if fmt == "parquet":
-            return pq.read_table(io.BytesIO(data))
-        records = orjson.loads(data)
-        if isinstance(records, dict) and isinstance(records.get("items"), list):
-            records = records["items"]
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise InvalidTableData("JSON data must be a list of records (objects)")
-        if not records:
-            raise InvalidTableData("JSON data has no records")
-        return pa.Table.from_pylist(records)
-    except InvalidTableData:
-        raise
-    except (pa.ArrowException, orjson.JSONDecodeError, ValueError, TypeError, OSError) as e:
-        raise InvalidTableData(f"Cannot read the {fmt} data: {e}") from None
+    """Parse CSV, Parquet or JSON records held in memory into one Arrow table, or InvalidTableData."""
+    from tables.uploads import open_upload
+
+    upload = open_upload(io.BytesIO(data), fmt)
+    return pa.concat_tables([upload.schema.empty_table(), *upload.chunks()])
+
+
+def normalize_columns(schema: pa.Schema) -> list[Column]:
+    """The stored columns of data with this schema (what `normalize` gives every chunk of it)."""
+    return normalize(schema.empty_table())[1]

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import psycopg
 import pyarrow as pa
@@ -20,7 +20,7 @@ from tables.pg_query import AdbcPool
 from tables.store import (
     TableDescription,
     WriteMode,
-    align_for_append,
+    chunks_of,
     column_values,
     empty_batch,
     rows_to_batch,
@@ -166,18 +166,22 @@ class PostgresStore:
             (count,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(owner, table))).fetchone()
         return TableDescription(owner, table, columns, [SQL_TYPES[c.type]["postgresql"] for c in columns], int(count))
 
-    def write(self, owner: str, table: str, data: pa.Table, columns: list[Column], mode: WriteMode) -> int:
-        """Create, replace or append in one transaction: on any error the table is as it was."""
+    def write(
+        self, owner: str, table: str, data: pa.Table | Iterable[pa.Table], columns: list[Column], mode: WriteMode
+    ) -> int:
+        """Create, replace or append in one transaction: on any error (a bad chunk too) the table is as it was."""
         self.ensure_schema(owner)
         target = _ident(owner, table)
+        rows = 0
         with self._conn() as conn:
             # Serialise writers of one table; the lock ends with the transaction.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{owner}.{table}",))
             existing = self._columns(conn, owner, table)
             if mode == "create" and existing:  # checked under the lock: racing creates cannot both win
                 raise TableExists(table)
-            if mode == "append" and existing:
-                data, columns = align_for_append(existing, data), existing
+            appending = mode == "append" and bool(existing)
+            if appending:
+                columns = existing
             else:
                 if existing:
                     conn.execute(sql.SQL("DROP TABLE {}").format(target))
@@ -186,21 +190,24 @@ class PostgresStore:
                 )
                 conn.execute(sql.SQL("CREATE TABLE {} ({})").format(target, ddl))
             names = sql.SQL(", ").join(_ident(c.name) for c in columns)
+            chunks = chunks_of(data, existing if appending else None)
             if any(c.type == "binary" for c in columns):
-                values = column_values(data, columns, sqlite=False)
                 marks = sql.SQL(", ").join(sql.Placeholder() for _ in columns)
+                insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(target, names, marks)
                 with conn.cursor() as cur:
-                    cur.executemany(
-                        sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(target, names, marks),
-                        list(zip(*values, strict=True)),
-                    )
+                    for chunk in chunks:
+                        cur.executemany(insert, list(zip(*column_values(chunk, columns, sqlite=False), strict=True)))
+                        rows += chunk.num_rows
             else:
-                buf = io.BytesIO()
-                pa_csv.write_csv(data, buf, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
                 copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(target, names)
+                options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
                 with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                    copy.write(buf.getvalue())
-        return data.num_rows
+                    for chunk in chunks:
+                        buf = io.BytesIO()
+                        pa_csv.write_csv(chunk, buf, options)
+                        copy.write(buf.getbuffer())
+                        rows += chunk.num_rows
+        return rows
 
     def drop(self, owner: str, table: str) -> bool:
         with self._conn() as conn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tables.errors import TableExists, TableNotFound
-from tables.frames import check_table_name, normalize
+from tables.frames import check_column_names, check_table_name, normalize, normalize_columns
 from tables.models import TableGrant
 from tables.store import TableDescription, UserDataStore, WriteMode
+from tables.uploads import Upload
 
 #: Grantee meaning every user.
 PUBLIC = "PUBLIC"
@@ -55,14 +56,27 @@ def readable_tables(session: Session, caller: str) -> list[tuple[str, str]]:
 
 
 def write_table(
-    session: Session, store: UserDataStore, caller: str, name: str, data: pa.Table, mode: WriteMode = "create"
+    session: Session,
+    store: UserDataStore,
+    caller: str,
+    name: str,
+    data: pa.Table | Upload,
+    mode: WriteMode = "create",
 ) -> TableDescription:
-    """Create, replace or append to a table in the caller's schema, all or nothing."""
+    """Create, replace or append to a table in the caller's schema, all or nothing. An `Upload` is written chunk
+    by chunk in one transaction, so memory holds one chunk and a bad row anywhere leaves the table as it was."""
     check_table_name(name)
-    data, columns = normalize(data)
+    chunks: Iterable[pa.Table]
+    if isinstance(data, Upload):
+        check_column_names(data.schema.names)
+        columns = normalize_columns(data.schema)
+        chunks = (normalize(chunk)[0] for chunk in data.chunks())
+    else:
+        table, columns = normalize(data)
+        chunks = [table]
     if mode == "create" and store.describe(caller, name) is not None:
         raise TableExists(name)
-    store.write(caller, name, data, columns, mode)
+    store.write(caller, name, chunks, columns, mode)
     if mode == "replace":  # a replaced table is a new table to the database: give its grants back
         for grantee in session.scalars(
             select(TableGrant.grantee).where(TableGrant.owner == caller, TableGrant.table_name == name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,7 +14,7 @@ from tables.frames import ARROW_TYPES, SQL_TYPES, Column
 from tables.store import (
     TableDescription,
     WriteMode,
-    align_for_append,
+    chunks_of,
     column_values,
     empty_batch,
     rows_to_batch,
@@ -93,9 +93,12 @@ class SqliteStore:
             (count,) = conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()
         return TableDescription(owner, table, columns, [SQL_TYPES[c.type]["sqlite"] for c in columns], int(count))
 
-    def write(self, owner: str, table: str, data: pa.Table, columns: list[Column], mode: WriteMode) -> int:
-        """Create, replace or append in one transaction: on any error the table is as it was."""
+    def write(
+        self, owner: str, table: str, data: pa.Table | Iterable[pa.Table], columns: list[Column], mode: WriteMode
+    ) -> int:
+        """Create, replace or append in one transaction: on any error (a bad chunk too) the table is as it was."""
         self.ensure_schema(owner)
+        rows = 0
         with contextlib.closing(self.connect(owner, readonly=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -109,8 +112,9 @@ class SqliteStore:
                 existing = self._columns(conn, table)
                 if mode == "create" and existing:  # checked under the lock: racing creates cannot both win
                     raise TableExists(table)
-                if mode == "append" and existing:
-                    data, columns = align_for_append(existing, data), existing
+                appending = mode == "append" and bool(existing)
+                if appending:
+                    columns = existing
                 else:
                     if existing:
                         conn.execute(f"DROP TABLE {quote(table)}")
@@ -118,13 +122,16 @@ class SqliteStore:
                     conn.execute(f"CREATE TABLE {quote(table)} ({ddl})")
                 marks = ", ".join("?" for _ in columns)
                 names = ", ".join(quote(c.name) for c in columns)
-                values = column_values(data, columns, sqlite=True)
-                conn.executemany(f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})", zip(*values, strict=True))
+                insert = f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})"
+                for chunk in chunks_of(data, existing if appending else None):
+                    values = column_values(chunk, columns, sqlite=True)
+                    conn.executemany(insert, zip(*values, strict=True))
+                    rows += chunk.num_rows
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return data.num_rows
+        return rows
 
     def drop(self, owner: str, table: str) -> bool:
         if not self.path(owner).exists():

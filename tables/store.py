@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -34,12 +34,27 @@ class UserDataStore(Protocol):
     def drop_schema(self, owner: str) -> None: ...
     def list_tables(self, owner: str) -> list[str]: ...
     def describe(self, owner: str, table: str) -> TableDescription | None: ...
-    def write(self, owner: str, table: str, data: pa.Table, columns: list[Column], mode: WriteMode) -> int: ...
+    def write(
+        self, owner: str, table: str, data: pa.Table | Iterable[pa.Table], columns: list[Column], mode: WriteMode
+    ) -> int: ...
     def drop(self, owner: str, table: str) -> bool: ...
     def read(self, owner: str, table: str, offset: int, limit: int | None) -> pa.Table: ...
     def stream(self, owner: str, table: str, batch_rows: int) -> Iterator[pa.RecordBatch]: ...
     def grant_read(self, owner: str, table: str, grantee: str) -> None: ...
     def revoke_read(self, owner: str, table: str, grantee: str) -> None: ...
+
+
+#: Rows turned into Python values at a time for a DB-API insert (bounds the memory a chunk costs there).
+INSERT_ROWS = 10_000
+
+
+def chunks_of(data: pa.Table | Iterable[pa.Table], existing: list[Column] | None) -> Iterator[pa.Table]:
+    """The data as tables of at most INSERT_ROWS rows, aligned to `existing` columns when appending."""
+    for chunk in [data] if isinstance(data, pa.Table) else data:
+        if existing is not None:
+            chunk = align_for_append(existing, chunk)
+        for batch in chunk.to_batches(max_chunksize=INSERT_ROWS):
+            yield pa.Table.from_batches([batch])
 
 
 def rows_to_batch(rows: list[tuple], names: list[str], types: list[pa.DataType | None]) -> pa.RecordBatch:

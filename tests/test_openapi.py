@@ -1,8 +1,13 @@
-"""The OpenAPI documents are valid 3.1 and 3.0, mark the extensions, and need no token."""
+"""The OpenAPI documents are valid 3.1 and 3.0, mark the extensions, need no token, and declare the error
+answers and name patterns the server really uses."""
 
 from __future__ import annotations
 
+import re
+
 from openapi_spec_validator import validate
+
+from tests.server.support import SQLITE_ONLY
 
 
 def test_openapi_31_is_valid_and_public(api):
@@ -30,3 +35,39 @@ def test_token_routes_need_no_token_and_the_rest_do(api):
     paths = api.client.get("/openapi.json").json()["paths"]
     assert paths["/omlusers/api/oauth2/v1/token"]["post"]["security"] == []
     assert paths["/oml/api/py-scripts/v1/scripts"]["get"]["security"] == [{"bearer": []}, {"oauth2": []}]
+
+
+@SQLITE_ONLY
+def test_every_operation_declares_its_errors_with_the_oml_schema(api):
+    doc = api.client.get("/openapi.json").json()
+    assert doc["components"]["schemas"]["OmlError"]["required"] == ["errorCode", "errorMessage"]
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            responses = op["responses"]
+            assert "422" not in responses, (method, path)  # validation answers 400, never 422
+            assert "400" in responses and "404" in responses, (method, path)
+            if op["security"]:
+                assert "401" in responses and "403" in responses, (method, path)
+            if method in ("post", "put"):
+                assert "413" in responses, (method, path)
+    verb = doc["paths"]["/oml/api/py-scripts/v1/do-eval/{scriptName}"]["post"]["responses"]
+    assert "Retry-After" in verb["503"]["headers"] and "429" in verb
+
+
+@SQLITE_ONLY
+def test_path_names_carry_the_patterns_the_server_checks(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+
+    def pattern(path: str, method: str, name: str) -> str:
+        params = paths[path][method]["parameters"]
+        return next(p["schema"]["pattern"] for p in params if p["name"] == name)
+
+    table = pattern("/oml/api/pyqd/v1/tables/{name}", "get", "name")
+    assert re.fullmatch(table, "IRIS") and not re.fullmatch(table, "1abc") and not re.fullmatch(table, "a b")
+    assert pattern("/oml/api/pyqd/v1/datastores/{name}", "get", "name")
+    assert pattern("/oml/api/py-scripts/v1/do-eval/{scriptName}/{ownerName}", "post", "ownerName")
+    assert pattern("/oml/api/pyqd/v1/scripts/{name}", "get", "name")
+    alice = api.user("alice")
+    r = api.client.get("/oml/api/pyqd/v1/tables/1abc", headers=alice)
+    assert r.status_code == 400 and r.json()["errorCode"] == 1000

@@ -21,7 +21,7 @@ from server.services import Services
 
 router = APIRouter(tags=[EXTENSION_TAG])
 
-DsName = Annotated[str, Path(description="Datastore name", max_length=128)]
+DsName = Annotated[str, Path(description="Datastore name", max_length=128, pattern=f"^{ds.NAME_RE.pattern}$")]
 Owner = Annotated[str | None, Query(max_length=30, description="Owner, when reading another user's datastore")]
 #: Most objects one save may carry.
 MAX_OBJECTS_PER_SAVE = 1000
@@ -131,8 +131,9 @@ async def save_datastore(name: DsName, request: Request, caller: CurrentUser, se
             if not isinstance(value, UploadFile):
                 raise BadRequest(f"Part {key!r} must be a file part holding the pickled object")
             m = meta.objects.get(key, ObjectMeta())
-            objects.append(ds.ObjectIn(key, await value.read(), m.class_name, m.length, m.row_count, m.col_count))
-    info = await run_in_threadpool(_save, services, caller.name, name, objects, meta)
+            # The part's spooled file (on disk past 1 MiB): read one object at a time while storing it.
+            objects.append(ds.ObjectIn(key, value.file, m.class_name, m.length, m.row_count, m.col_count))
+        info = await run_in_threadpool(_save, services, caller.name, name, objects, meta)
     return {"result": datastore_item(info)}
 
 
@@ -172,7 +173,7 @@ def describe_datastore(name: DsName, caller: CurrentUser, session: SessionDep, o
 )
 def load_object(
     name: DsName,
-    obj: Annotated[str, Path(max_length=128)],
+    obj: Annotated[str, Path(max_length=128, pattern=f"^{ds.NAME_RE.pattern}$")],
     request: Request,
     caller: CurrentUser,
     session: SessionDep,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterator
-from typing import Annotated, Any
+from pathlib import Path as FilePath
+from typing import IO, Annotated, Any
 
 import pyarrow as pa
 from fastapi import APIRouter, FastAPI, Path, Query, Request
@@ -19,14 +21,32 @@ from server.routes.common import EXTENSION_TAG, include_both_forms
 from server.routes.scripts import GrantBody, check_grantee
 from server.services import Services
 from tables import service as tbl
-from tables.frames import ARROW_TYPES, MAX_NAME_BYTES, UPLOAD_FORMATS, UploadFormat, parse_upload
+from tables.frames import (
+    ARROW_TYPES,
+    MAX_NAME_BYTES,
+    TABLE_NAME_PATTERN,
+    UPLOAD_FORMATS,
+    UploadFormat,
+    check_table_name,
+)
 from tables.store import TableDescription, WriteMode
+from tables.uploads import open_upload
 
 router = APIRouter(tags=[EXTENSION_TAG])
 
-TableName = Annotated[str, Path(description="Table name (case-sensitive, as created)", max_length=MAX_NAME_BYTES)]
+TableName = Annotated[
+    str,
+    Path(
+        description="Table name (case-sensitive, as created): an Oracle identifier, not a reserved word, not "
+        "starting with sqlite_, pg_ or pyqd_",
+        max_length=MAX_NAME_BYTES,
+        pattern=TABLE_NAME_PATTERN,
+    ),
+]
 Owner = Annotated[str | None, Query(max_length=30, description="Owner schema, when reading another user's table")]
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: Upload bytes kept in memory before the body goes to a file on disk.
+SPOOL_BYTES = 1024 * 1024
 _CONTENT_TYPES: dict[str, UploadFormat] = {
     "text/csv": "csv",
     "application/csv": "csv",
@@ -101,26 +121,37 @@ async def upload_table(
     mode: Annotated[WriteMode, Query(description="create (fails if it exists), replace or append")] = "create",
     format: Annotated[str | None, Query(description="csv | parquet | json")] = None,  # noqa: A002
 ) -> dict[str, Any]:
+    tbl_name = check_table_name(name)  # before the body is read: a bad name costs no upload
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # Starlette spools each file part to a temporary file past 1 MiB; parse it from there.
         async with request.form(max_files=1, max_fields=1) as form:
             part = form.get("file")
             if part is None or isinstance(part, str):
                 raise BadRequest("The multipart body needs a file part named 'file'")
-            fmt, data = _format(request, format, part.filename), await part.read()
+            fmt = _format(request, format, part.filename)
+            desc = await run_in_threadpool(_write, services, caller.name, tbl_name, part.file, fmt, mode)
     else:
-        fmt, data = _format(request, format), await request.body()
-    if not data:
-        raise BadRequest("The request body is empty")
-    desc = await run_in_threadpool(_write, services, caller.name, name, data, fmt, mode)
+        fmt = _format(request, format)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=str(_spool_dir(services))) as body:
+            async for piece in request.stream():
+                body.write(piece)
+            desc = await run_in_threadpool(_write, services, caller.name, tbl_name, body, fmt, mode)
     return {"result": describe_item(desc)}
 
 
+def _spool_dir(services: Services) -> FilePath:
+    """Upload bodies wait in the data directory (a disk, where /tmp may be memory)."""
+    path = services.settings.data_dir / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _write(
-    services: Services, caller: str, name: str, data: bytes, fmt: UploadFormat, mode: WriteMode
+    services: Services, caller: str, name: str, body: IO[bytes], fmt: UploadFormat, mode: WriteMode
 ) -> TableDescription:
-    table = parse_upload(data, fmt)
+    upload = open_upload(body, fmt)  # reads the file once to settle the column types, chunk by chunk
     with write_session(services.sessions) as session:
-        return tbl.write_table(session, services.user_data, caller, name, table, mode)
+        return tbl.write_table(session, services.user_data, caller, name, upload, mode)
 
 
 @router.get("/tables/{name}", summary="Describe a table: columns, types, row count")
