@@ -262,15 +262,16 @@ def table_load(settings: Settings, file: Path, table_name: str, owner: str, mode
     from server.auth import service as auth_service
     from server.db import write_session
     from tables import service as tbl
-    from tables.frames import UPLOAD_FORMATS, parse_upload
+    from tables.frames import UPLOAD_FORMATS
+    from tables.uploads import open_upload
 
     fmt = fmt or file.suffix.lstrip(".").lower()
     if fmt not in UPLOAD_FORMATS:
         _fail(ValueError(f"cannot tell the format of {file.name}; pass --format csv|parquet|json"))
     svc = _services(settings)
     try:
-        data = parse_upload(file.read_bytes(), fmt)  # type: ignore[arg-type]
-        with write_session(svc.sessions) as session:
+        with file.open("rb") as f, write_session(svc.sessions) as session:  # read in chunks, not whole
+            data = open_upload(f, fmt)  # type: ignore[arg-type]
             owner_name = auth_service.get_user(session, owner).name
             desc = tbl.write_table(session, svc.user_data, owner_name, table_name, data, mode)  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001
