@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from bench.server import ADMIN_PASSWORD, THREADS_ENV, free_port
+from bench.server import running_server
 
 TOKEN = "/omlusers/api/oauth2/v1/token"
 VICTIM, VICTIM_PASSWORD = "VICTIM", "victim-right-password"
@@ -36,50 +29,6 @@ def status_kb(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
-
-
-@contextlib.contextmanager
-def server(source: Path, settings: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`pyqd serve` from `source` on a free port in a temporary data directory."""
-    data_dir = tempfile.mkdtemp(prefix="pyqd-flood-")
-    port = free_port()
-    env = {
-        **os.environ,
-        **THREADS_ENV,
-        "PYTHONPATH": str(source),
-        "PYQD_DATA_DIR": data_dir,
-        "PYQD_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "PYQD_PORT": str(port),
-        "PYQD_LOG_LEVEL": "warning",
-        "PYQD_WORKERS": "1",
-        "PYQD_WARM_WORKERS": "0",
-        **settings,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from server.cli import main; main()", "serve"],
-        cwd=source,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("pyqd did not start")
-            time.sleep(0.05)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def flood(url: str, attempts: int, concurrency: int) -> tuple[Counter[int], float]:
@@ -114,17 +63,10 @@ def main() -> None:
     settings = {"PYQD_PASSWORD_HASH_MEMORY_KIB": str(args.memory_kib)}
     if args.no_throttle:
         settings |= {"PYQD_LOGIN_USER_MAX_FAILURES": "1000000", "PYQD_LOGIN_ADDRESS_MAX_FAILURES": "1000000"}
-    with server(args.source.resolve(), settings) as (url, proc):
-        admin = httpx.post(
-            f"{url}{TOKEN}", json={"grant_type": "password", "username": "ADMIN", "password": ADMIN_PASSWORD}
-        ).json()["accessToken"]
-        r = httpx.post(
-            f"{url}/oml/api/pyqd/v1/admin/users",
-            headers={"Authorization": f"Bearer {admin}"},
-            json={"name": VICTIM, "password": VICTIM_PASSWORD},
-            timeout=60,
-        )
-        r.raise_for_status()
+    settings |= {"PYQD_WORKERS": "1", "PYQD_WARM_WORKERS": "0"}
+    with running_server(wait_ready=False, source=str(args.source.resolve()), **settings) as srv:
+        url, proc = srv.url, srv.proc
+        srv.add_user(VICTIM, VICTIM_PASSWORD)
         before = status_kb(proc.pid, "VmRSS") / 1024
         statuses, seconds = asyncio.run(flood(url, args.attempts, args.concurrency))
         peak = status_kb(proc.pid, "VmHWM") / 1024

@@ -85,10 +85,14 @@ def pg_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_server(
-    database_url: str | None = None, data_dir: str | None = None, wait_ready: bool = True, **settings: str
+    database_url: str | None = None,
+    data_dir: str | None = None,
+    wait_ready: bool = True,
+    source: str | None = None,
+    **settings: str,
 ) -> Iterator[Server]:
     """`pyqd serve` on a free port (in `data_dir`, or a temporary one removed afterwards); waits until /health
-    answers and, with `wait_ready`, until /ready (a worker is warm)."""
+    answers and, with `wait_ready`, until /ready (a worker is warm). `source`: run another pyqd checkout."""
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="pyqd-bench-")
     port = free_port()
@@ -103,15 +107,18 @@ def running_server(
     }
     if database_url:
         env["PYQD_DATABASE_URL"] = database_url
+    if source:
+        env["PYTHONPATH"] = source
     proc = subprocess.Popen(
         [sys.executable, "-c", "from server.cli import main; main()", "serve"],
+        cwd=source,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         path = "/ready" if wait_ready else "/health"
         while True:
             with contextlib.suppress(httpx.HTTPError):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from server.auth import service as auth_service
@@ -19,6 +21,8 @@ from server.deps import ServicesDep
 from server.errors import BadRequest
 from server.routes.common import include_both_forms, json_body
 from server.services import Services
+
+T = TypeVar("T")
 
 router = APIRouter(tags=["token service"])
 oauth_router = APIRouter(tags=["token service"])
@@ -90,33 +94,34 @@ def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _client_credentials(services: Services, client_id: str, secret: str, address: str | None) -> IssuedToken:
-    throttle, key = services.login_throttle, "client:" + client_id[:MAX_KEY_CHARS]
+def _throttled(services: Services, key: str, address: str | None, authenticate: Callable[[Session], T]) -> T:
+    """`authenticate(session)`, refused at once (LoginThrottled) while `key` or the address is locked out after
+    repeated failures; a failure counts against both."""
+    throttle = services.login_throttle
     throttle.check(key, address)
     try:
         with services.sessions() as session:
-            client = auth_service.authenticate_client(session, client_id, secret)
+            result = authenticate(session)
     except BadCredentials:
         throttle.failed(key, address)
         raise
     throttle.succeeded(key)
+    return result
+
+
+def _client_credentials(services: Services, client_id: str, secret: str, address: str | None) -> IssuedToken:
+    key = "client:" + client_id[:MAX_KEY_CHARS]
+    client = _throttled(services, key, address, lambda s: auth_service.authenticate_client(s, client_id, secret))
     return services.signer.issue(client.user_name, client_id=client.client_id)
 
 
 def _password(services: Services, username: Any, password: Any, address: str | None) -> IssuedToken:
-    """A new session for a right password; refused at once (LoginThrottled) while the user or the address is
-    locked out after repeated failures."""
+    """A new session for a right password (throttled per user name and address)."""
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("The password grant needs username and password strings")
-    throttle, key = services.login_throttle, username[:MAX_KEY_CHARS]
-    throttle.check(key, address)
-    try:
-        with services.sessions() as session:
-            user = auth_service.authenticate(session, username, password)
-    except BadCredentials:
-        throttle.failed(key, address)
-        raise
-    throttle.succeeded(key)
+    user = _throttled(
+        services, username[:MAX_KEY_CHARS], address, lambda s: auth_service.authenticate(s, username, password)
+    )
     return services.signer.issue(user.name)
 
 
