@@ -20,6 +20,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ import msgpack
 MAX_BLOBS = 100_000
 #: Default largest header, bytes.
 MAX_HEADER = 64 * 1024 * 1024
+#: Default most items of one msgpack array or map in a header.
+MAX_ITEMS = 1_000_000
 #: Default largest total of a message's blobs, bytes.
 MAX_TOTAL = 4 * 1024**3
 #: Bytes copied per send call when a message is large.
@@ -45,15 +48,27 @@ class ChannelClosed(EOFError):
     """The peer closed the channel (or the process at the other end died)."""
 
 
+class ChannelTimeout(TimeoutError):
+    """The deadline passed before a whole message arrived (a peer that sends part of a frame and stops)."""
+
+
 Blob = bytes | bytearray | memoryview
 
 
 class Channel:
     """One end of the channel. Not thread-safe: one sender and one receiver at a time."""
 
-    def __init__(self, sock: socket.socket, *, max_header: int = MAX_HEADER, max_total: int = MAX_TOTAL) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_header: int = MAX_HEADER,
+        max_total: int = MAX_TOTAL,
+        max_items: int = MAX_ITEMS,
+    ) -> None:
         self.sock = sock
-        self.max_header, self.max_total = max_header, max_total
+        self.max_header, self.max_total, self.max_items = max_header, max_total, max_items
+        self._deadline: float | None = None
 
     # -- sending ---------------------------------------------------------------------------------------
     def send(self, header: dict[str, Any], blobs: Sequence[Blob] = ()) -> None:
@@ -78,15 +93,28 @@ class Channel:
         poller.register(self.sock, select.POLLIN)
         return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
-    def recv(self) -> tuple[dict[str, Any], list[Blob]]:
-        """The next message: its header (a dict with a str `t`) and its blobs."""
+    def recv(self, deadline: float | None = None) -> tuple[dict[str, Any], list[Blob]]:
+        """The next message: its header (a dict with a str `t`) and its blobs. With `deadline` (a
+        `time.monotonic()` value), ChannelTimeout if the whole message has not arrived by then."""
+        self._deadline = deadline
         header_len, count = _PREFIX.unpack(self._exact(_PREFIX.size))
         if header_len > self.max_header:
             raise ChannelError(f"header of {header_len} bytes (at most {self.max_header})")
         if count > MAX_BLOBS:
             raise ChannelError(f"{count} blobs (at most {MAX_BLOBS})")
-        try:
-            header = msgpack.unpackb(self._exact(header_len), raw=False, strict_map_key=True, use_list=True)
+        packed = self._exact(header_len)
+        try:  # the container bounds cap what a small header can cost once decoded (an empty array is 1 byte)
+            header = msgpack.unpackb(
+                packed,
+                raw=False,
+                strict_map_key=True,
+                use_list=True,
+                max_str_len=header_len,
+                max_bin_len=header_len,
+                max_array_len=self.max_items,
+                max_map_len=self.max_items,
+                max_ext_len=0,
+            )
         except Exception as e:  # noqa: BLE001 - any decoding failure is a protocol error
             raise ChannelError(f"undecodable header: {type(e).__name__}") from None
         if not isinstance(header, dict) or not isinstance(header.get("t"), str):
@@ -107,6 +135,8 @@ class Channel:
         view = memoryview(buf)
         got = 0
         while got < n:
+            if self._deadline is not None and not self.poll(self._deadline - time.monotonic()):
+                raise ChannelTimeout(f"{got} of {n} bytes arrived in time")
             try:
                 k = self.sock.recv_into(view[got:], n - got)
             except ConnectionResetError:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engines import wire
-from engines.channel import Channel, ChannelError
+from engines.channel import Channel, ChannelError, ChannelTimeout
 from engines.errors import PoolBusy
 from engines.protocol import Task, UnitResult, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
@@ -90,10 +90,12 @@ class Worker:
         data: list[bytes],
         timeout_s: float,
         on_request: RequestHandler | None = None,
+        check_json: bool = True,
     ) -> list[UnitResult]:
         """Send a task (and its Arrow IPC messages) and wait for its results, answering the requests the
         script's `import oml` makes meanwhile with `on_request`; WorkerTimedOut or WorkerDied otherwise. A
-        message that breaks the channel's grammar kills the worker (WorkerDied)."""
+        message that breaks the channel's grammar kills the worker (WorkerDied). With `check_json`, JSON values
+        are parsed whole before the server splices them into an answer."""
         self.tasks += 1
         deadline = time.monotonic() + timeout_s
         try:
@@ -101,7 +103,7 @@ class Worker:
             while True:
                 if not self.channel.poll(max(0.0, deadline - time.monotonic())):
                     raise WorkerTimedOut()
-                header, blobs = self.channel.recv()
+                header, blobs = self.channel.recv(deadline)
                 if header["t"] == "http":
                     method, path, headers, body = wire.read_request(header, blobs)
                     answer = on_request(("http", method, path, headers, body)) if on_request else None
@@ -109,10 +111,12 @@ class Worker:
                     wire.send_response(self.channel, status, out_headers, out_body)
                     continue
                 if header["t"] == "results":
-                    results = wire.read_results(header, blobs, task.units)
+                    results = wire.read_results(header, blobs, task.units, check_json and task.result_format == "json")
                     self._check_scratch()
                     return results
                 raise ChannelError(f"unexpected message {header['t'][:40]!r}")
+        except ChannelTimeout:
+            raise WorkerTimedOut() from None
         except ChannelError as e:
             log.warning("worker %s broke the channel's rules (%s); killing it", self.pid, e)
             self.kill_reason = self.kill_reason or f"sent a malformed message ({e})"
@@ -263,7 +267,12 @@ class WorkerPool:
         except Exception:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-        channel = Channel(sock, max_header=wire.MAX_HEADER, max_total=self.config.max_message_bytes)
+        channel = Channel(
+            sock,
+            max_header=wire.WORKER_MAX_HEADER,
+            max_total=self.config.max_message_bytes,
+            max_items=wire.WORKER_MAX_ITEMS,
+        )
         try:  # from here on the channel owns the socket; every failure closes it
             if not channel.poll(READY_TIMEOUT_S):
                 raise SpawnError("a new worker did not become ready in time")
@@ -374,7 +383,11 @@ class WorkerPool:
                 self._cond.notify_all()
 
     def _held(self, user: str) -> int:
-        return sum(1 for w in self._busy if w.user == user) + self._spawning[user]
+        """Workers held by the user a key belongs to (a key is the user, or the user and a script owner)."""
+        who = _user_of(user)
+        return sum(1 for w in self._busy if _user_of(w.user or "") == who) + sum(
+            n for key, n in self._spawning.items() if _user_of(key) == who
+        )
 
     def _room_for(self, user: str) -> int:
         """Workers `user` may still take (the per-user share less what the user holds)."""
@@ -440,6 +453,11 @@ class WorkerPool:
             self._cond.notify_all()
         if retire:
             worker.kill()
+
+
+def _user_of(key: str) -> str:
+    """The user part of a worker key (`USER`, or `USER` NUL `SCRIPT_OWNER` for another owner's code)."""
+    return key.split("\x00", 1)[0]
 
 
 def _open_deleted_bytes(pid: int) -> int:

@@ -12,7 +12,7 @@ worker → server
     failed         {t, error}
     http           {t, method, path, headers: [[bin, bin]...]}; blob 0: the body (a request of `import oml`)
     results        {t, units: [{name, ok, is_frame, length, stdout, error, failure, value, images}...]};
-                   `value` and each image's `png` are blob numbers; an image is [png, title|nil]
+                   `value`, `stdout` (UTF-8) and each image's `png` are blob numbers; an image is [png, title|nil]
 
 A worker message that breaks these rules raises `ChannelError` (the server kills the worker).
 """
@@ -22,10 +22,17 @@ from __future__ import annotations
 import json
 from typing import Any, get_args
 
+import orjson
+
 from engines.channel import MAX_HEADER, Blob, Channel, ChannelError
 from engines.protocol import FailureKind, Image, Task, Unit, UnitResult
 
 __all__ = ["MAX_HEADER", "ChannelError", "clip"]
+
+#: Largest header a worker may send, bytes: its units' names, flags and errors (output travels in blobs).
+WORKER_MAX_HEADER = 1024 * 1024
+#: Most items of one array or map in a worker's header (a task has at most a few thousand units).
+WORKER_MAX_ITEMS = 65_536
 
 #: Most characters of an error message a worker may send (longer ones are clipped, with a note).
 MAX_ERROR_CHARS = 64 * 1024
@@ -88,13 +95,14 @@ def send_results(channel: Channel, results: list[UnitResult]) -> None:
         for image in r.images:
             images.append([len(blobs), image.title])
             blobs.append(image.png)
+        blobs.append(clip(r.stdout, MAX_STDOUT_CHARS).encode("utf-8", "replace"))
         units.append(
             {
                 "name": r.name,
                 "ok": r.ok,
                 "is_frame": r.is_frame,
                 "length": r.length,
-                "stdout": clip(r.stdout, MAX_STDOUT_CHARS),
+                "stdout": len(blobs) - 1,
                 "error": None if r.error is None else clip(r.error),
                 "failure": r.failure,
                 "value": len(blobs),
@@ -116,9 +124,12 @@ def send_request(
     return int(header["status"]), [(bytes(k), bytes(v)) for k, v in header["headers"]], bytes(blobs[0])
 
 
-def read_results(header: dict[str, Any], blobs: list[Blob], expected: list[Unit]) -> list[UnitResult]:
+def read_results(
+    header: dict[str, Any], blobs: list[Blob], expected: list[Unit], json_values: bool = True
+) -> list[UnitResult]:
     """A worker's `results` message, checked against the units it was given (in order, at most all of them,
-    stopping after the first failure); ChannelError on anything else."""
+    stopping after the first failure); ChannelError on anything else. With `json_values`, each value must be
+    one JSON document (the server splices them into its answer), a DataFrame's a JSON array."""
     units = header.get("units")
     if not isinstance(units, list) or not 1 <= len(units) <= max(1, len(expected)):
         raise ChannelError("results: wrong number of units")
@@ -148,15 +159,19 @@ def read_results(header: dict[str, Any], blobs: list[Blob], expected: list[Unit]
         length = _typed(item, "length", int)
         if length < 0:
             raise ChannelError("results: negative length")
+        value = _blob(blobs, item.get("value"), used)
+        is_frame = _typed(item, "is_frame", bool)
+        if json_values:
+            _check_json(value, is_frame)
         results.append(
             UnitResult(
                 name=name,
                 ok=ok,
-                json=_blob(blobs, item.get("value"), used),
-                is_frame=_typed(item, "is_frame", bool),
+                json=value,
+                is_frame=is_frame,
                 length=length,
                 images=pictures,
-                stdout=clip(_typed(item, "stdout", str), MAX_STDOUT_CHARS),
+                stdout=clip(bytes(_blob(blobs, item.get("stdout"), used)).decode("utf-8", "replace"), MAX_STDOUT_CHARS),
                 error=None if error is None else clip(error),
                 failure=failure,
             )
@@ -181,6 +196,16 @@ def read_request(header: dict[str, Any], blobs: list[Blob]) -> tuple[str, str, l
             raise ChannelError("http: malformed header")
         pairs.append((h[0], h[1]))
     return method, path, pairs, bytes(blobs[0])
+
+
+def _check_json(value: Blob, is_frame: bool) -> None:
+    """ChannelError unless `value` is one JSON document (UTF-8), and an array when it is a DataFrame's rows."""
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ChannelError("results: a value is not one JSON document") from None
+    if is_frame and not (value[:1] == b"[" and value[-1:] == b"]"):
+        raise ChannelError("results: a DataFrame's rows are not a JSON array")
 
 
 def _typed(item: dict[str, Any], key: str, kind: type) -> Any:

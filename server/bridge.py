@@ -50,6 +50,13 @@ class BadBridgeRequest(ValueError):
     """A worker's request that does not follow the bridge's grammar."""
 
 
+def _is_read(method: str, path: str) -> bool:
+    """A request that changes nothing: GET/HEAD, or the read-only query route (a POST for its body)."""
+    if method in ("GET", "HEAD"):
+        return True
+    return method == "POST" and unquote(path.split("?", 1)[0]).rstrip("/").endswith("/api/pyqd/v1/query")
+
+
 def parse_request(message: object, max_body: int) -> tuple[str, str, list[tuple[bytes, bytes]], bytes]:
     """(method, path, kept headers, body) of a worker's ("http", method, path, headers, body), every part
     checked; BadBridgeRequest otherwise."""
@@ -107,20 +114,27 @@ class AppBridge:
             self._cm.__exit__(None, None, None)
         self._cm = self._portal = self._client = None
 
-    def handler_for(self, token: TokenSource) -> Callable[[Message], Message]:
-        """The request handler of one call: its requests carry `token()` and nothing the worker claimed."""
+    def handler_for(self, token: TokenSource, read_only: bool = False) -> Callable[[Message], Message]:
+        """The request handler of one call: its requests carry `token()` and nothing the worker claimed; with
+        `read_only` (another owner's script the caller did not trust) only reads pass."""
 
         def handle(message: Message) -> Message:
-            return self.handle(message, token)
+            return self.handle(message, token, read_only)
 
         return handle
 
-    def handle(self, message: Message, token: TokenSource) -> Message:
+    def handle(self, message: Message, token: TokenSource, read_only: bool = False) -> Message:
         """("http", method, path, headers, body) → ("http-response", status, headers, body); never raises."""
         try:
             method, path, headers, body = parse_request(message, self.max_body)
         except BadBridgeRequest as e:
             return error_response(400, 1000, f"Bad request from the script's oml connection: {e}")
+        if read_only and not _is_read(method, path):
+            return error_response(
+                403,
+                1003,
+                "A script of another owner may only read through oml (the caller can trust it with trustPickle)",
+            )
         portal = self._portal
         if portal is None:
             return error_response(503, 1503, "server stopping")

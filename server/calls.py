@@ -33,12 +33,17 @@ TOKEN_MARGIN_S = 60
 TRUST_PICKLE = "trustPickle"
 #: Key under which a job's request keeps the submitting session (see `session_to_json`).
 JOB_SESSION_KEY = "__pyqdSession"
+#: Key under which a job's request keeps the owner of its script (set by the server, never by the caller).
+JOB_SCRIPT_OWNER_KEY = "__pyqdScriptOwner"
+#: Separates the caller from a foreign script's owner in a worker key (user names never contain it).
+WORKER_KEY_SEPARATOR = "\x00"
 
 
 def resolve_script(
     services: Services, caller: str, script: str | None, owner: str | None, body: dict[str, Any]
-) -> tuple[str, str]:
-    """(name, source) of a repository script, or of an ad-hoc function given in the body (pyqd extension).
+) -> tuple[str, str, str]:
+    """(name, source, owner) of a repository script, or of an ad-hoc function given in the body (pyqd extension;
+    its owner is the caller).
 
     A pickled result of another owner's script (global or granted) is answered as JSON instead: unpickling
     runs code in the caller's process, which only the caller's own code may do. The body opts in with
@@ -54,14 +59,14 @@ def resolve_script(
         name, source, script_owner = services.script_cache.get_or_load((caller, script, owner), load)
         if script_owner != caller and body.get("resultFormat") == "pickle" and body.get(TRUST_PICKLE) is not True:
             body["resultFormat"] = "json"
-        return name, source
+        return name, source, script_owner
     source = body.get("script")
     name = body.get("name") or "script"
     if not isinstance(source, str) or not isinstance(name, str):
         raise BadRequest("script (the function's source) is required, and name must be a string")
     repo.check_name(name)
     entry_function(name, source)
-    return name, source
+    return name, source, caller
 
 
 def datastore_generation(services: Services) -> str:
@@ -86,10 +91,16 @@ def prepare(
     time_limit_s: float | None = None,
     is_job: bool = False,
     auth_session: TokenClaims | None = None,
+    script_owner: str | None = None,
 ) -> Execution:
     """An Execution ready to run (the input query is checked now; its rows are read while running). The
     script's `import oml` speaks for `auth_session` (the caller's token session) through a narrow script token;
-    without a session it gets no identity at all."""
+    without a session it gets no identity at all.
+
+    Another owner's script (`script_owner`, None when unknown) runs on workers of its own, never reused for the
+    caller's own code (it could leave code behind in the process), and its `import oml` may only read, unless the
+    caller trusts it (`trustPickle`): it could otherwise plant a pickle in the caller's datastores that runs
+    when the caller loads it."""
     req: ApplyRequest = parse_request(VERBS[verb], body)
     settings = services.settings
     limit = time_limit_s if time_limit_s is not None else settings.sync_time_limit_s
@@ -108,9 +119,12 @@ def prepare(
         )
     assert services.pool is not None
     call_id = str(uuid.uuid4())
+    own = script_owner == caller
+    trusted = own or body.get(TRUST_PICKLE) is True
     call = Call(
         call_id=call_id,
         user=caller,
+        worker_key=caller if own else f"{caller}{WORKER_KEY_SEPARATOR}{script_owner or '?'}",
         script_name=script_name,
         source=source,
         request=req,
@@ -126,7 +140,7 @@ def prepare(
         spill_bytes=settings.result_spill_bytes,
     )
     token = script_token(services, auth_session, call_id, time.time() + limit + TOKEN_MARGIN_S)
-    on_request = services.bridge.handler_for(token) if services.bridge else None
+    on_request = services.bridge.handler_for(token, read_only=not trusted) if services.bridge else None
     return Execution(services.pool, call, batches, on_request=on_request)
 
 

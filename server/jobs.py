@@ -65,6 +65,7 @@ def submit(
     body: dict[str, Any],
     timeout_s: int | None,
     session: TokenClaims | None = None,
+    script_owner: str | None = None,
 ) -> JobRecord:
     """Queue a job (its request was validated by the caller); UserJobQueueFull past the caller's own share of the
     queue (so one user cannot fill it for everyone), JobQueueFull past the queue limit. The job's script token
@@ -75,9 +76,12 @@ def submit(
         raise UserJobQueueFull(caller, services.settings.job_queue_per_user)
     if store.waiting() >= services.settings.job_queue_limit:
         raise JobQueueFull()
-    request = {k: v for k, v in body.items() if k not in ("asyncFlag", "timeout", calls.JOB_SESSION_KEY)}
+    private = (calls.JOB_SESSION_KEY, calls.JOB_SCRIPT_OWNER_KEY)
+    request = {k: v for k, v in body.items() if k not in ("asyncFlag", "timeout", *private)}
     if session is not None:
         request[calls.JOB_SESSION_KEY] = calls.session_to_json(session)
+    if script_owner is not None:
+        request[calls.JOB_SCRIPT_OWNER_KEY] = script_owner
     job = Job(
         id=str(uuid.uuid4()),
         owner=caller,
@@ -102,6 +106,7 @@ def run_job(
 ) -> Outcome:
     body = orjson.loads(record.request)
     session = calls.session_from_json(record.owner, body.pop(calls.JOB_SESSION_KEY, None))
+    script_owner = body.pop(calls.JOB_SCRIPT_OWNER_KEY, None)  # unknown (older jobs): treated as another owner's
     try:
         execution = calls.prepare(
             services,
@@ -113,6 +118,7 @@ def run_job(
             time_limit_s=record.timeout_s,
             is_job=True,
             auth_session=session,
+            script_owner=script_owner if isinstance(script_owner, str) else None,
         )
         register(execution)
         body = execution.run()

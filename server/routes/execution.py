@@ -47,12 +47,24 @@ async def _execute(
     body = await json_body(request, required=False)
     # One user's calls may hold only a few of the threads that serve blocking work (decided here, before any).
     async with user_slots(request.app.state, services.settings).hold(caller.name):
-        name, source, execution = await run_in_threadpool(_prepare, services, caller, verb, script, owner, body)
+        name, source, script_owner, execution = await run_in_threadpool(
+            _prepare, services, caller, verb, script, owner, body
+        )
         req = execution.call.request
         if req.async_flag:
             version = "v1" if "/py-scripts/v1/" in request.url.path else "v2"
             job = await run_in_threadpool(
-                jobs.submit, services, caller.name, version, verb, name, source, body, req.timeout, caller.claims
+                jobs.submit,
+                services,
+                caller.name,
+                version,
+                verb,
+                name,
+                source,
+                body,
+                req.timeout,
+                caller.claims,
+                script_owner,
             )
             location = tenant_url(request, services.settings, f"py-scripts/{version}/jobs/{job.id}")
             return Response(status_code=201, headers={"Location": location})
@@ -69,9 +81,12 @@ async def _execute(
 
 def _prepare(
     services: Services, caller: Caller, verb: str, script: str | None, owner: str | None, body: dict[str, Any]
-) -> tuple[str, str, Execution]:
-    name, source = calls.resolve_script(services, caller.name, script, owner, body)
-    return name, source, calls.prepare(services, caller.name, verb, name, source, body, auth_session=caller.claims)
+) -> tuple[str, str, str, Execution]:
+    name, source, script_owner = calls.resolve_script(services, caller.name, script, owner, body)
+    execution = calls.prepare(
+        services, caller.name, verb, name, source, body, auth_session=caller.claims, script_owner=script_owner
+    )
+    return name, source, script_owner, execution
 
 
 def _add_verb(verb: str) -> None:

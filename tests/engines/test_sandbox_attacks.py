@@ -353,3 +353,54 @@ def test_one_user_holds_at_most_its_share_and_others_are_served_past_it():
             pool.release(w)
     finally:
         pool.close()
+
+
+# -- a worker that sends part of a frame and stops cannot hold the server past the deadline ------------------
+STALL = """
+def stall():
+    import gc, socket, struct, time
+    for s in [o for o in gc.get_objects() if isinstance(o, socket.socket)]:
+        try:
+            s.sendall(struct.pack("!II", 100, 0))  # a frame header that promises 100 bytes, then nothing
+        except OSError:
+            pass  # a socket the worker closed (the template's)
+    time.sleep(3600)
+"""
+
+
+def test_a_half_sent_frame_ends_at_the_deadline(pool):
+    from engines.pool import WorkerTimedOut
+
+    (worker,) = pool.acquire("MALLORY", 1, 30)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            worker.run(Task(uuid.uuid4().hex, "MALLORY", "stall", STALL, "eval", [Unit("")]), [], 3)
+        except BaseException as e:  # noqa: BLE001 - the test looks at what it was
+            outcome.append(e)
+
+    t = threading.Thread(target=call)
+    t.start()
+    t.join(timeout=120)  # without a deadline on the frame's body this never returns
+    pool.release(worker, healthy=False)
+    assert not t.is_alive() and len(outcome) == 1 and isinstance(outcome[0], WorkerTimedOut)
+    assert_pool_still_works(pool)
+
+
+SPLICE = '''
+def splice(how):
+    import sys
+    runtime = sys.modules["engines.worker.runtime"]
+    forged = {"keys": b'1, "errorCode": 1, "injected": {"x": 1}', "bytes": b"\\xff\\xfe",
+              "frame": b'[1], "injected": {"x": [1]'}[how]
+    runtime.render = lambda value: (forged, how == "frame", 1)  # what the server would splice into its answer
+    return 1
+'''
+
+
+@pytest.mark.parametrize("how", ["keys", "bytes", "frame"])
+def test_json_that_would_break_out_of_the_answer_kills_the_worker(pool, how):
+    with pytest.raises(WorkerDied, match="malformed message"):
+        run(pool, SPLICE, "splice", how=how)
+    assert_pool_still_works(pool)

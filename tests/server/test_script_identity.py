@@ -267,8 +267,41 @@ def test_a_granted_trojan_script_cannot_grant_its_callers_datastores_to_its_auth
     api.script(mallory, "trojan", TROJAN)
     r = api.client.post(f"{PYQD}/scripts/trojan/grants", headers=mallory, json={"user": "ALICE"})
     assert r.status_code in (200, 201, 204), r.text
-    r = api.run(alice, "do-eval", "trojan", owner="MALLORY")
+    r = api.run(alice, "do-eval", "trojan", {"trustPickle": True}, owner="MALLORY")  # trusted: it may write
     assert r.status_code == 200, r.text
     assert r.json()["result"] != "granted"
     assert api.client.get(f"{PYQD}/datastores/loot", headers=mallory, params={"owner": "ALICE"}).status_code == 404
     assert api.client.get(f"{PYQD}/datastores/loot", headers=alice).status_code == 200  # Alice's, and hers only
+
+
+# A script Mallory grants to Alice: it tries to plant a pickle in Alice's datastore (it would run when Alice
+# loads it) and to leave code behind in the worker for Alice's own next call.
+PLANT = """def plant():
+    import sys, oml
+    sys._pyqd_planted = "mallory was here"
+    try:
+        oml.ds.save(objs={"model": 1}, name="ALICE_DS", overwrite=True)
+        return "saved"
+    except Exception as e:
+        return type(e).__name__
+"""
+MINE = "def mine():\n    import sys\n    return getattr(sys, '_pyqd_planted', None)\n"
+
+
+def test_another_owners_script_may_only_read_and_never_shares_the_callers_workers(api):
+    mallory, alice = api.user("MALLORY"), api.user("ALICE")
+    api.script(mallory, "plant", PLANT)
+    r = api.client.post(f"{PYQD}/scripts/plant/grants", headers=mallory, json={"user": "ALICE"})
+    assert r.status_code in (200, 201, 204), r.text
+    api.script(alice, "mine", MINE)
+    assert api.run(alice, "do-eval", "mine").json() == {"result": None}  # Alice's own worker, warm
+    r = api.run(alice, "do-eval", "plant", owner="MALLORY")
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] != "saved"
+    assert api.client.get(f"{PYQD}/datastores/ALICE_DS", headers=alice).status_code == 404
+    for _ in range(3):  # Alice's own code never runs where Mallory's ran
+        assert api.run(alice, "do-eval", "mine").json() == {"result": None}
+    # Trusting the owner (the same opt-in as for its pickles) lets its oml write as the caller.
+    r = api.run(alice, "do-eval", "plant", {"trustPickle": True}, owner="MALLORY")
+    assert r.json()["result"] == "saved"
+    assert api.client.get(f"{PYQD}/datastores/ALICE_DS", headers=alice).status_code == 200
