@@ -92,7 +92,7 @@ def serve(settings: Settings, dev: bool, processes: int | None) -> None:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
-            proxy_headers=True,
+            **_proxy_options(settings),
         )
         return
     # Several server processes: each builds the app from the environment, so the settings travel there.
@@ -104,8 +104,16 @@ def serve(settings: Settings, dev: bool, processes: int | None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        proxy_headers=True,
+        **_proxy_options(settings),
     )
+
+
+def _proxy_options(settings: Settings) -> dict[str, object]:
+    """Believe X-Forwarded-For/-Proto only from the proxies the operator names: otherwise any client could pick
+    the address that login throttling counts."""
+    if not settings.forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:

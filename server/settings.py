@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed (comma list, "*" for any);
+    #: empty: none (the TCP peer is the client, as login throttling counts it).
+    forwarded_allow_ips: str = ""
     #: Public base URL used in `Location` headers and links; None means derive it from the request.
     public_url: str | None = None
     #: Names of the `{tenant}` and `{database}` path segments this server answers to.

@@ -388,7 +388,7 @@ def test_a_half_sent_frame_ends_at_the_deadline(pool):
     assert_pool_still_works(pool)
 
 
-SPLICE = '''
+SPLICE = """
 def splice(how):
     import sys
     runtime = sys.modules["engines.worker.runtime"]
@@ -396,7 +396,7 @@ def splice(how):
               "frame": b'[1], "injected": {"x": [1]'}[how]
     runtime.render = lambda value: (forged, how == "frame", 1)  # what the server would splice into its answer
     return 1
-'''
+"""
 
 
 @pytest.mark.parametrize("how", ["keys", "bytes", "frame"])
