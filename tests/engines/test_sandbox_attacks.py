@@ -404,3 +404,9 @@ def test_json_that_would_break_out_of_the_answer_kills_the_worker(pool, how):
     with pytest.raises(WorkerDied, match="malformed message"):
         run(pool, SPLICE, "splice", how=how)
     assert_pool_still_works(pool)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a network namespace of its own needs root")
+def test_a_worker_sees_none_of_the_hosts_sockets(pool):
+    source = "def net():\n    return open('/proc/self/net/tcp').read().splitlines()[1:]\n"
+    assert value(run(pool, source, "net")) == []  # the host's listening PostgreSQL and the server are not there
