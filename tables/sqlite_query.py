@@ -33,6 +33,8 @@ MAX_LIKE_PATTERN = 200
 BATCH_BYTES = 64 * 1024 * 1024
 #: Rows fetched at a time while a batch is filled.
 FETCH_ROWS = 1024
+#: Most columns a query may produce (Oracle's own limit for a table).
+MAX_COLUMNS = 1000
 #: Fewest rows in a batch of a plain scan, however wide its rows look.
 MIN_SCAN_BATCH_ROWS = 16
 #: sqlite3_db_config verb that turns double-quoted string literals in DML on or off.
@@ -125,6 +127,7 @@ def _stream_sqlite3(
     try:
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, MAX_COLUMNS)
         for owner, path in paths.items():
             conn.execute("ATTACH DATABASE ? AS ?", (_uri(path), owner))
         conn.execute("PRAGMA query_only = ON")
@@ -155,12 +158,20 @@ def _stream_sqlite3(
 
 
 def _batches(cur: sqlite3.Cursor, batch_rows: int) -> Iterator[list[tuple]]:
-    """Lists of at most `batch_rows` rows, cut early once their text and blobs pass BATCH_BYTES."""
+    """Lists of at most `batch_rows` rows, cut early once their text and blobs pass BATCH_BYTES. Rows are
+    fetched a few at a time, as many as the rows seen so far say fit in a sixteenth of BATCH_BYTES, so wide
+    rows never arrive a thousand at once."""
     rows: list[tuple] = []
     size = 0
-    while chunk := cur.fetchmany(min(FETCH_ROWS, batch_rows)):
+    seen_rows, seen_bytes = 0, 0
+    fetch = 1  # the first row tells how wide rows are
+    while chunk := cur.fetchmany(min(fetch, batch_rows)):
+        chunk_bytes = sum(len(v) for row in chunk for v in row if v.__class__ is str or v.__class__ is bytes)
         rows.extend(chunk)
-        size += sum(len(v) for row in chunk for v in row if v.__class__ is str or v.__class__ is bytes)
+        size += chunk_bytes
+        seen_rows, seen_bytes = seen_rows + len(chunk), seen_bytes + chunk_bytes
+        per_row = max(1, seen_bytes // seen_rows)
+        fetch = max(1, min(FETCH_ROWS, BATCH_BYTES // 16 // per_row))
         if len(rows) >= batch_rows or size >= BATCH_BYTES:
             yield rows[:batch_rows]
             rows, size = rows[batch_rows:], 0
