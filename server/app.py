@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if own_pool:
             svc.pool = make_pool(svc.settings)
             svc.pool.start()  # in the background: the server answers at once, calls wait for a first worker
-        svc.bridge = AppBridge(app)
+        svc.bridge = AppBridge(app, max_answer=svc.settings.output_max_bytes)
         svc.bridge.start()
         svc.jobs = open_jobs(svc, observe=app.state.metrics.observe_execution)
         svc.jobs.start()

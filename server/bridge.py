@@ -15,6 +15,8 @@ import httpx
 import orjson
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 log = logging.getLogger("pyqd.bridge")
 #: Seconds one bridged request may take.
@@ -88,12 +90,36 @@ def parse_request(message: object, max_body: int) -> tuple[str, str, list[tuple[
     return method, path, kept, body
 
 
+class AnswerTooLarge(Exception):
+    """A bridged answer grew past the bridge's limit (it is held whole before it goes to the worker)."""
+
+
+class _LimitedAnswers:
+    """The app, with answers cut off (AnswerTooLarge) once their body passes `limit` bytes."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        seen = 0
+
+        async def counted(message: AsgiMessage) -> None:
+            nonlocal seen
+            if message["type"] == "http.response.body":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise AnswerTooLarge()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
 class AppBridge:
     """Owns an event loop thread that forwards worker requests to the ASGI app."""
 
-    def __init__(self, app: FastAPI, max_body: int = 512 * 1024 * 1024) -> None:
+    def __init__(self, app: FastAPI, max_body: int = 512 * 1024 * 1024, max_answer: int = 256 * 1024 * 1024) -> None:
         self._app = app
-        self.max_body = max_body
+        self.max_body, self.max_answer = max_body, max_answer
         self._cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
         self._client: httpx.AsyncClient | None = None
@@ -102,7 +128,7 @@ class AppBridge:
         self._cm = start_blocking_portal()
         self._portal = self._cm.__enter__()
         self._client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self._app, client=("pyqd-bridge", 0)),
+            transport=httpx.ASGITransport(app=_LimitedAnswers(self._app, self.max_answer), client=("pyqd-bridge", 0)),
             base_url="http://pyqd.bridge",
             timeout=REQUEST_TIMEOUT_S,
         )
@@ -148,6 +174,10 @@ class AppBridge:
         headers.append((b"authorization", b"Bearer " + bearer.encode("ascii")))
         try:
             return portal.call(self._forward, method, path, headers, body)
+        except AnswerTooLarge:
+            return error_response(
+                413, 1013, f"The answer to the script's oml request is over {self.max_answer} bytes; ask for less"
+            )
         except Exception:  # noqa: BLE001 - the app answers errors itself; this is the bridge failing
             log.exception("bridged request %s %s failed", method, path)
             return error_response(502, 1502, "the server could not serve the script's request")

@@ -86,13 +86,16 @@ def serve(settings: Settings, dev: bool, processes: int | None) -> None:
     except WeakSigningKey as e:
         _fail(e)
     click.echo(f"pyqd: data in {settings.data_dir.resolve()}, metadata at {_safe_url(settings.metadata_url)}", err=True)
+    # X-Forwarded-For/-Proto are believed only from the proxies the operator names (PYQD_FORWARDED_ALLOW_IPS):
+    # otherwise any client could pick the address that login throttling counts.
     if settings.processes <= 1:
         uvicorn.run(
             create_app(settings),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
-            **_proxy_options(settings),
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
         )
         return
     # Several server processes: each builds the app from the environment, so the settings travel there.
@@ -104,16 +107,9 @@ def serve(settings: Settings, dev: bool, processes: int | None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        **_proxy_options(settings),
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
-
-
-def _proxy_options(settings: Settings) -> dict[str, object]:
-    """Believe X-Forwarded-For/-Proto only from the proxies the operator names: otherwise any client could pick
-    the address that login throttling counts."""
-    if not settings.forwarded_allow_ips:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:

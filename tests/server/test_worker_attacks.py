@@ -3,6 +3,7 @@ nothing the script sent runs in the server, and the next call works."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from tests.conftest import own_pool_api
@@ -65,4 +66,22 @@ def test_the_output_size_limit_counts_nested_bytes(small_output_api):
     api.script(mallory, "rows", "def rows(i, n):\n    return list(range(n))\n")
     r = api.run(mallory, "index-apply", "rows", {"times": 400, "parameters": '{"n": 1000}'})
     assert r.status_code == 400 and r.json()["errorCode"] == 1024  # many small units, over the size in all
+    assert_next_call_works(api, mallory)
+
+
+def test_a_bridged_answer_over_the_limit_is_refused_not_held(small_output_api):
+    api = small_output_api
+    mallory = api.user("MALLORY")
+    api.table(mallory, "WIDE", pd.DataFrame({"A": range(2000), "B": ["x" * 1000] * 2000}))  # 2 MB of rows
+    source = """def pull():
+    import oml
+    try:
+        return len(oml.sync(table="WIDE").pull())
+    except Exception as e:
+        return type(e).__name__ + ": " + str(e)
+"""
+    api.script(mallory, "pull", source)
+    r = api.run(mallory, "do-eval", "pull")
+    assert r.status_code == 200, r.text
+    assert "over 1048576 bytes" in str(r.json()["result"])
     assert_next_call_works(api, mallory)
