@@ -75,12 +75,18 @@ def check_table_name(name: str) -> str:
 
 
 def check_column_names(names: list[str]) -> None:
+    if len(names) > MAX_COLUMNS:
+        raise InvalidTableData(f"The data has {len(names)} columns; a table has at most {MAX_COLUMNS}")
     seen: set[str] = set()
     for n in names:
         bad = not isinstance(n, str) or not 0 < len(n.encode()) <= MAX_NAME_BYTES or "\x00" in n or '"' in n
         if bad or n.lower() in seen:
             raise InvalidTableName(str(n), "column")
         seen.add(n.lower())
+
+
+#: Most columns of a table (Oracle's limit; SQLite's own is 2000).
+MAX_COLUMNS = 1000
 
 
 def logical_type(t: pa.DataType) -> str:
@@ -108,7 +114,10 @@ def normalize(table: pa.Table) -> tuple[pa.Table, list[Column]]:
     columns, arrays = [], []
     for name, col in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
+            try:
+                col = col.cast(col.type.value_type)
+            except (pa.ArrowInvalid, pa.ArrowCapacityError) as e:
+                raise InvalidTableData(f"Column {name!r} cannot be read: {e}") from None
         kind = "text" if pa.types.is_null(col.type) else logical_type(col.type)
         target = ARROW_TYPES[kind]
         try:

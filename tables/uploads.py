@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -25,9 +27,11 @@ from tables.frames import UploadFormat, to_text
 #: Bytes of CSV parsed at a time, and bytes of JSON text decoded into one chunk of records. A Parquet chunk is
 #: one row group (as the writer made it).
 CHUNK_BYTES = 1024 * 1024
+#: Largest Parquet row group, uncompressed as its footer says (it is read whole).
+MAX_ROW_GROUP_BYTES = 256 * 1024 * 1024
 #: Longest CSV row or JSON record accepted (a longer one, or an unclosed quote, would have to be held whole).
 MAX_ROW_BYTES = 64 * 1024 * 1024
-_ERRORS = (pa.ArrowException, ValueError, TypeError, OSError, UnicodeDecodeError)
+_ERRORS = (pa.ArrowException, ValueError, TypeError, OSError, UnicodeDecodeError, RecursionError)
 
 
 @dataclass
@@ -42,10 +46,19 @@ class Upload:
         self.file.seek(0)
         try:
             if self.fmt == "parquet":
-                # Row group by row group: iter_batches keeps what it read (~60 MB more for a 100 MB file here).
-                parquet = pq.ParquetFile(self.file)
+                # Row group by row group (iter_batches keeps what it read: ~60 MB more for a 100 MB file here),
+                # text kept dictionary-encoded as stored, then cut into pieces of a bounded decoded size: a small
+                # file can hold millions of references to one long value (a "dictionary bomb").
+                text = [f.name for f in self.schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+                parquet = pq.ParquetFile(self.file, read_dictionary=text)
                 for i in range(parquet.num_row_groups):
-                    yield parquet.read_row_group(i, use_threads=False)
+                    stored = parquet.metadata.row_group(i).total_byte_size
+                    if stored > MAX_ROW_GROUP_BYTES:
+                        raise InvalidTableData(
+                            f"Row group {i} holds {stored} bytes uncompressed (at most {MAX_ROW_GROUP_BYTES}); "
+                            "write the file with smaller row groups"
+                        )
+                    yield from _decoded_slices(parquet.read_row_group(i, use_threads=False), CHUNK_BYTES * 16)
             elif self.fmt == "csv":
                 yield from _csv_tables(self.file, self.schema)
             else:
@@ -55,6 +68,33 @@ class Upload:
             raise
         except _ERRORS as e:
             raise InvalidTableData(f"Cannot read the {self.fmt} data: {e}") from None
+
+
+def _decoded_slices(table: pa.Table, budget: int) -> Iterator[pa.Table]:
+    """`table` in row slices whose dictionary-encoded columns, once decoded, take about `budget` bytes at most
+    (a single row may be larger). Slicing copies nothing."""
+    rows = table.num_rows
+    if rows == 0:
+        yield table
+        return
+    per_row = np.zeros(rows, dtype=np.int64)
+    for col in table.columns:
+        if pa.types.is_dictionary(col.type):
+            lengths = []
+            for chunk in col.chunks:
+                sizes = pc.binary_length(chunk.dictionary).fill_null(0)
+                lengths.append(pc.take(sizes, chunk.indices).fill_null(0).to_numpy(zero_copy_only=False))
+            per_row += np.concatenate(lengths) if lengths else 0
+        else:
+            per_row += max(1, col.nbytes // rows)
+    ends = np.cumsum(per_row)
+    start, base = 0, 0
+    while start < rows:
+        stop = int(np.searchsorted(ends, base + budget, side="right"))
+        stop = max(stop, start + 1)
+        yield table.slice(start, stop - start)
+        base = int(ends[stop - 1])
+        start = stop
 
 
 def open_upload(file: IO[bytes], fmt: UploadFormat) -> Upload:

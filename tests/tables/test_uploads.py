@@ -154,3 +154,42 @@ def test_reserved_table_names_are_refused_on_every_route(api, name):
     assert listing(api.client, alice) == []
     assert api.client.get("/health").status_code == 200
     assert upload(api.client, alice, "FINE", b"a\n1\n", fmt="csv").status_code == 201
+
+
+def test_a_parquet_dictionary_bomb_is_decoded_a_bounded_slice_at_a_time(tmp_path):
+    """A small file whose one row group holds 200,000 references to one 2,000-character value: 400 MB once
+    decoded. It is read dictionary-encoded and handed on in slices of about the budget."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tables.uploads import open_upload
+
+    values = pa.DictionaryArray.from_arrays(pa.array([0] * 200_000, pa.int32()), pa.array(["x" * 2000]))
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"N": pa.array(range(200_000)), "S": values}), path, row_group_size=200_000)
+    assert path.stat().st_size < 2_000_000  # 400 MB of text in under 2 MB
+    with path.open("rb") as f:
+        upload = open_upload(f, "parquet")
+        rows = 0
+        for chunk in upload.chunks():
+            assert pa.types.is_dictionary(chunk.column("S").type)  # still encoded as stored
+            assert chunk.num_rows * 2000 <= 16 * 1024 * 1024 + 2000  # decoded, about the budget at most
+            rows += chunk.num_rows
+    assert rows == 200_000
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body"),
+    [
+        ("csv", (",".join(f"C{i}" for i in range(2500)) + "\n" + ",".join("1" for _ in range(2500)) + "\n").encode()),
+        ("json", ("[{" + ",".join(f'"K{i}": 1' for i in range(50_000)) + "}]").encode()),
+        ("json", ('[{"A": ' + "[" * 100_000 + "]" * 100_000 + "}]").encode()),
+    ],
+    ids=["2500-columns", "50000-keys", "deep-nesting"],
+)
+def test_uploads_of_odd_shapes_get_a_clean_400(api, fmt, body):
+    alice = api.user("ALICE")
+    r = api.client.post(f"/oml/api/pyqd/v1/tables/ODD?format={fmt}", headers=alice, content=body)
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"errorCode", "errorMessage"}
+    assert api.client.get("/oml/api/pyqd/v1/tables", headers=alice).status_code == 200
