@@ -334,6 +334,8 @@ def _check_node(node: exp.Expr) -> None:
             raise QueryRejected(f"Function {name.upper()} is not allowed in input queries")
         if name in ("printf", "format"):
             _check_format(name, next(node.iter_expressions(), None))
+        if isinstance(node, exp.Repeat | exp.Pad):
+            _check_length(node)
 
 
 def _check_format(name: str, fmt: exp.Expr | None) -> None:
@@ -346,6 +348,15 @@ def _check_format(name: str, fmt: exp.Expr | None) -> None:
             raise QueryRejected(
                 f"{name.upper()} widths and precisions must be numbers up to {MAX_FORMAT_WIDTH} in input queries"
             )
+
+
+def _check_length(node: exp.Repeat | exp.Pad) -> None:
+    """REPEAT's count and LPAD/RPAD's length are literal numbers up to MAX_LITERAL_CHARS: a computed or huge
+    one makes a value of any size in one call, which no deadline interrupts (a PostgreSQL backend reached 1.7 GB)."""
+    count = node.args.get("times") if isinstance(node, exp.Repeat) else node.args.get("expression")
+    name = "REPEAT" if isinstance(node, exp.Repeat) else "LPAD/RPAD"
+    if not (isinstance(count, exp.Literal) and count.is_int and int(count.this) <= MAX_LITERAL_CHARS):
+        raise QueryRejected(f"{name} needs a literal length up to {MAX_LITERAL_CHARS} in input queries")
 
 
 def _qualify(table: exp.Table, caller: str, ctes: set[str]) -> TableRef | None:

@@ -207,3 +207,21 @@ def test_oracle_recursive_subquery_factoring_becomes_with_recursive():
         .sql("postgres")
         .startswith("WITH RECURSIVE")
     )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select length(repeat('x', 900000000)) from t",
+        "select repeat('x', a) from t",
+        "select lpad(b, 900000000, 'x') from t",
+        "select rpad(b, a * 1000) from t",
+    ],
+)
+def test_values_of_any_size_in_one_call_are_refused(sql):
+    with pytest.raises(QueryRejected, match="literal length"):
+        parse_query(sql, "ALICE")
+
+
+def test_small_repeats_and_pads_pass():
+    parse_query("select repeat('ab', 3), lpad(b, 10, '0'), rpad(b, 4000) from t", "ALICE")
