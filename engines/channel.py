@@ -149,5 +149,12 @@ class Channel:
     def close(self) -> None:
         self.sock.close()
 
+    def shutdown(self) -> None:
+        """End both directions now (a thread blocked reading sees end of file); the socket stays open."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def fileno(self) -> int:
         return self.sock.fileno()

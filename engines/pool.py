@@ -31,6 +31,10 @@ MAINTENANCE_INTERVAL_S = 0.5
 READY_TIMEOUT_S = 30.0
 #: Seconds between checks of busy workers' scratch directories against their quota.
 SCRATCH_CHECK_INTERVAL_S = 0.2
+#: What a file or directory in a scratch directory counts at least, bytes (an empty one still takes an inode).
+SCRATCH_ENTRY_BYTES = 4096
+#: Most files and directories a scratch directory may hold.
+SCRATCH_MAX_ENTRIES = 10_000
 #: Prefix of workers' scratch directories; the server's pid follows, so a restart finds a dead server's ones.
 SCRATCH_PREFIX = "pyqd-worker-"
 
@@ -83,6 +87,10 @@ class Worker:
         #: The process died or its channel broke: it must not be used again.
         self.broken = False
         self._pool = pool
+        #: Guards `_running` against kill() from another thread: a channel in use is shut down (the reader sees
+        #: end of file), never closed under it (its descriptor number could be reused meanwhile).
+        self._lock = threading.Lock()
+        self._running = False
 
     def run(
         self,
@@ -98,6 +106,11 @@ class Worker:
         are parsed whole before the server splices them into an answer."""
         self.tasks += 1
         deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if self.killed:
+                reason = self.kill_reason
+                raise WorkerDied(f"the worker process {reason} and was stopped" if reason else "the worker was stopped")
+            self._running = True
         try:
             wire.send_task(self.channel, task, data)
             while True:
@@ -130,6 +143,11 @@ class Worker:
                 raise WorkerDied("the worker was stopped") from None
             status = self._pool.spawner.exit_status(self.pid)
             raise WorkerDied(f"the worker process {describe_status(status)}") from None
+        finally:
+            with self._lock:
+                self._running = False
+                if self.killed:
+                    self.channel.close()
 
     def cpu_seconds(self) -> float:
         """CPU time the worker process has used so far (0 when it cannot be read)."""
@@ -141,18 +159,26 @@ class Worker:
             return 0.0
 
     def scratch_bytes(self) -> int:
-        """Bytes the worker holds on disk: its scratch directory, plus files it deleted but keeps open."""
+        """Bytes the worker holds on disk: its scratch directory, plus files it deleted but keeps open. Every
+        entry counts at least SCRATCH_ENTRY_BYTES (empty files take inodes); past SCRATCH_MAX_ENTRIES entries
+        the count stops and says "over any quota", so one scan stays cheap however many files there are."""
         total = _open_deleted_bytes(self.pid)
         stack = [self.tmp_dir]
+        seen = 0
         while stack:
             try:
                 with os.scandir(stack.pop()) as entries:
                     for entry in entries:
+                        seen += 1
+                        if seen > SCRATCH_MAX_ENTRIES:
+                            return 1 << 62
                         try:
                             if entry.is_dir(follow_symlinks=False):
                                 stack.append(entry.path)
+                                total += SCRATCH_ENTRY_BYTES
                             else:
-                                total += entry.stat(follow_symlinks=False).st_blocks * 512
+                                blocks = entry.stat(follow_symlinks=False).st_blocks * 512
+                                total += max(blocks, SCRATCH_ENTRY_BYTES)
                         except OSError:
                             continue
             except OSError:
@@ -178,7 +204,11 @@ class Worker:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self.channel.close()
+        with self._lock:
+            if self._running:
+                self.channel.shutdown()
+            else:
+                self.channel.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 

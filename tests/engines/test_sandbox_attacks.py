@@ -410,3 +410,14 @@ def test_json_that_would_break_out_of_the_answer_kills_the_worker(pool, how):
 def test_a_worker_sees_none_of_the_hosts_sockets(pool):
     source = "def net():\n    return open('/proc/self/net/tcp').read().splitlines()[1:]\n"
     assert value(run(pool, source, "net")) == []  # the host's listening PostgreSQL and the server are not there
+
+
+def test_a_flood_of_empty_files_counts_against_the_scratch_quota():
+    pool = make_pool(size=1, warm=0)
+    try:
+        source = "def flood(n):\n    for i in range(n):\n        open(f'f{i}', 'w').close()\n    return n\n"
+        with pytest.raises(WorkerDied, match="scratch space quota"):
+            run(pool, source, "flood", n=12_000)
+        assert value(run(pool, source, "flood", n=100)) == 100
+    finally:
+        pool.close()
