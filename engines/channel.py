@@ -34,6 +34,8 @@ MAX_HEADER = 64 * 1024 * 1024
 MAX_ITEMS = 1_000_000
 #: Default largest total of a message's blobs, bytes.
 MAX_TOTAL = 4 * 1024**3
+#: Most bytes a read reserves ahead of what has arrived.
+_RECV_WINDOW = 4 * 1024 * 1024
 #: Bytes copied per send call when a message is large.
 _SEND_CHUNK = 1 << 20
 _PREFIX = struct.Struct("!II")
@@ -71,20 +73,31 @@ class Channel:
         self._deadline: float | None = None
 
     # -- sending ---------------------------------------------------------------------------------------
-    def send(self, header: dict[str, Any], blobs: Sequence[Blob] = ()) -> None:
+    def send(self, header: dict[str, Any], blobs: Sequence[Blob] = (), deadline: float | None = None) -> None:
+        """Send one message; with `deadline`, ChannelTimeout if the peer has not taken it all by then (a peer
+        that stops reading must not hold the sender forever)."""
         packed = msgpack.packb(header, use_bin_type=True)
         parts: list[Blob] = [_PREFIX.pack(len(packed), len(blobs)), packed]
         for blob in blobs:
             parts.append(_BLOB.pack(len(blob)))
             parts.append(blob)
+        if deadline is not None:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
         try:
             if sum(len(p) for p in parts) <= _SEND_CHUNK:
                 self.sock.sendall(b"".join(parts))
             else:
                 for part in parts:
+                    if deadline is not None:
+                        self.sock.settimeout(max(0.001, deadline - time.monotonic()))
                     self.sock.sendall(part)
         except (BrokenPipeError, ConnectionResetError) as e:
             raise ChannelClosed(str(e)) from None
+        except TimeoutError:
+            raise ChannelTimeout("the peer did not take the message in time") from None
+        finally:
+            if deadline is not None:
+                self.sock.settimeout(None)
 
     # -- receiving -------------------------------------------------------------------------------------
     def poll(self, timeout: float | None) -> bool:
@@ -130,20 +143,22 @@ class Channel:
         return header, blobs
 
     def _exact(self, n: int) -> Blob:
-        """Exactly `n` bytes (a bytearray when large, to save a copy)."""
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
+        """Exactly `n` bytes (a bytearray when large, to save a copy). Memory grows as the bytes arrive, a
+        window at a time: a peer that announces a huge blob and sends nothing costs nothing."""
+        buf = bytearray()
+        while len(buf) < n:
             if self._deadline is not None and not self.poll(self._deadline - time.monotonic()):
-                raise ChannelTimeout(f"{got} of {n} bytes arrived in time")
+                raise ChannelTimeout(f"{len(buf)} of {n} bytes arrived in time")
+            got = len(buf)
+            want = min(n - got, _RECV_WINDOW)
+            buf.extend(bytes(want))  # room for the next window, filled in place
             try:
-                k = self.sock.recv_into(view[got:], n - got)
+                k = self.sock.recv_into(memoryview(buf)[got:], want)
             except ConnectionResetError:
                 k = 0
+            del buf[got + k :]
             if k == 0:
                 raise ChannelClosed("the channel was closed")
-            got += k
         return bytes(buf) if n < 4096 else buf
 
     def close(self) -> None:

@@ -98,12 +98,10 @@ class Worker:
         data: list[bytes],
         timeout_s: float,
         on_request: RequestHandler | None = None,
-        check_json: bool = True,
     ) -> list[UnitResult]:
         """Send a task (and its Arrow IPC messages) and wait for its results, answering the requests the
         script's `import oml` makes meanwhile with `on_request`; WorkerTimedOut or WorkerDied otherwise. A
-        message that breaks the channel's grammar kills the worker (WorkerDied). With `check_json`, JSON values
-        are parsed whole before the server splices them into an answer."""
+        message that breaks the channel's grammar kills the worker (WorkerDied)."""
         self.tasks += 1
         deadline = time.monotonic() + timeout_s
         with self._lock:
@@ -112,7 +110,7 @@ class Worker:
                 raise WorkerDied(f"the worker process {reason} and was stopped" if reason else "the worker was stopped")
             self._running = True
         try:
-            wire.send_task(self.channel, task, data)
+            wire.send_task(self.channel, task, data, deadline)
             while True:
                 if not self.channel.poll(max(0.0, deadline - time.monotonic())):
                     raise WorkerTimedOut()
@@ -121,10 +119,10 @@ class Worker:
                     method, path, headers, body = wire.read_request(header, blobs)
                     answer = on_request(("http", method, path, headers, body)) if on_request else None
                     _, status, out_headers, out_body = answer or ("http-response", 503, [], b"")
-                    wire.send_response(self.channel, status, out_headers, out_body)
+                    wire.send_response(self.channel, status, out_headers, out_body, deadline)
                     continue
                 if header["t"] == "results":
-                    results = wire.read_results(header, blobs, task.units, check_json and task.result_format == "json")
+                    results = wire.read_results(header, blobs, task.units)
                     self._check_scratch()
                     return results
                 raise ChannelError(f"unexpected message {header['t'][:40]!r}")
@@ -196,14 +194,15 @@ class Worker:
         """Kill the worker and everything it started (the template kills what escaped its process group)."""
         if reason and not self.kill_reason:
             self.kill_reason = reason
-        self.killed = True
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+        if not self.killed:  # once only: after the template reaps it, the pid may belong to someone else
+            self.killed = True
             try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         with self._lock:
             if self._running:
                 self.channel.shutdown()
@@ -243,21 +242,29 @@ class WorkerPool:
     def _watch_scratch(self) -> None:
         """Kill busy workers whose scratch space grew past the quota (their call fails with that reason)."""
         quota = self.config.scratch_bytes
+        if not quota:
+            return
         while True:
             with self._cond:
                 if self._closed:
                     return
                 held = list(self._busy) + [w for ws in self._idle.values() for w in ws]
-            for w in held:
-                if not w.killed and w.scratch_bytes() > quota:
-                    log.warning("worker %s of %s went over its scratch quota", w.pid, w.user)
-                    with self._cond:  # an idle one leaves the pool; a busy one's call fails
-                        idle = self._idle.get(w.user or "", [])
-                        if w in idle:
-                            idle.remove(w)
-                    w.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
+            try:
+                self._enforce_scratch(held, quota)
+            except Exception:  # noqa: BLE001 - the watchdog must outlive any one failure
+                log.exception("scratch watchdog round failed")
             with self._cond:
                 self._cond.wait(SCRATCH_CHECK_INTERVAL_S)
+
+    def _enforce_scratch(self, held: list[Worker], quota: int) -> None:
+        for w in held:
+            if not w.killed and w.scratch_bytes() > quota:
+                log.warning("worker %s of %s went over its scratch quota", w.pid, w.user)
+                with self._cond:  # an idle one leaves the pool; a busy one's call fails
+                    idle = self._idle.get(w.user or "", [])
+                    if w in idle:
+                        idle.remove(w)
+                w.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
 
     def close(self) -> None:
         with self._cond:

@@ -310,10 +310,7 @@ class Execution:
         try:
             if remaining <= 0:
                 raise WorkerTimedOut()
-            # Another owner's code could garble the caller's answer: its JSON is parsed whole. The caller's own
-            # code can only garble its own answer, and parsing a large result costs nearly as much as making it.
-            foreign = self.call.worker_key not in ("", self.call.user)
-            unit_results = worker.run(task, messages, remaining, self._on_request, check_json=foreign)
+            unit_results = worker.run(task, messages, remaining, self._on_request)
         except WorkerTimedOut:
             self._fail(TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job))
             return

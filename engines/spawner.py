@@ -95,6 +95,9 @@ class Spawner:
         try:
             with self._lock:
                 reply = self._request(["spawn", dataclasses.asdict(limits), tmp_dir], [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         if not (isinstance(reply, list) and len(reply) == 2 and reply[0] == "spawned" and type(reply[1]) is int):

@@ -16,6 +16,7 @@ from engines.protocol import UnitResult, WorkerLimits
 
 _PR_SET_CHILD_SUBREAPER = 36
 _CLONE_NEWNET = 0x40000000
+_PR_SET_DUMPABLE = 4
 
 
 def serve(sock: socket.socket, limits: WorkerLimits, tmp_dir: str) -> None:
@@ -103,6 +104,8 @@ def confine(limits: WorkerLimits, tmp_dir: str) -> str:
             applied.append("no-landlock")
         deny_sockets()
         applied.append("seccomp-no-sockets")
+    # Not dumpable: no other process of the same account may read its memory or take its descriptors.
+    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     return ",".join(applied)
 
 

@@ -211,6 +211,8 @@ _ARCHES: dict[str, tuple[int, int, int, int, dict[str, int]]] = {
             "move_mount": 429,
             "open_tree": 428,
             "personality": 135,
+            "pidfd_getfd": 438,
+            "process_madvise": 440,
         },
     ),
     "aarch64": (
@@ -249,6 +251,8 @@ _ARCHES: dict[str, tuple[int, int, int, int, dict[str, int]]] = {
             "move_mount": 429,
             "open_tree": 428,
             "personality": 92,
+            "pidfd_getfd": 438,
+            "process_madvise": 440,
         },
     ),
 }

@@ -28,6 +28,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _statuses: dict[int, int] = {}
 #: Live workers (children the template forked on request); any other child is a stray.
 _workers: set[int] = set()
+#: Exit statuses kept for the server to ask about (the oldest go first).
+MAX_STATUSES = 4096
 #: Rounds of killing strays (a stray may fork while it is being killed).
 _STRAY_ROUNDS = 20
 
@@ -48,6 +50,8 @@ def _reap(_signum: int, _frame: object) -> None:
         if pid in _workers:
             _workers.discard(pid)
             _statuses[pid] = status
+            while len(_statuses) > MAX_STATUSES:  # statuses nobody asked for (most killed workers')
+                del _statuses[next(iter(_statuses))]
             gone = True
     if gone:
         kill_strays()
