@@ -163,20 +163,26 @@ def _batches(cur: sqlite3.Cursor, batch_rows: int) -> Iterator[list[tuple]]:
     rows never arrive a thousand at once."""
     rows: list[tuple] = []
     size = 0
-    seen_rows, seen_bytes = 0, 0
     fetch = 1  # the first row tells how wide rows are
+    widest = 1
     while chunk := cur.fetchmany(min(fetch, batch_rows)):
-        chunk_bytes = sum(len(v) for row in chunk for v in row if v.__class__ is str or v.__class__ is bytes)
+        sizes = [_row_bytes(row) for row in chunk]
         rows.extend(chunk)
-        size += chunk_bytes
-        seen_rows, seen_bytes = seen_rows + len(chunk), seen_bytes + chunk_bytes
-        per_row = max(1, seen_bytes // seen_rows)
-        fetch = max(1, min(FETCH_ROWS, BATCH_BYTES // 16 // per_row))
+        size += sum(sizes)
+        # The widest row seen so far sets the next fetch: rows that grow later (ORDER BY length) are not
+        # fetched a thousand at once on the strength of narrow ones.
+        widest = max(widest, *sizes)
+        fetch = max(1, min(FETCH_ROWS, BATCH_BYTES // 16 // widest))
         if len(rows) >= batch_rows or size >= BATCH_BYTES:
             yield rows[:batch_rows]
-            rows, size = rows[batch_rows:], 0
+            rows = rows[batch_rows:]
+            size = sum(_row_bytes(row) for row in rows)
     if rows:
         yield rows
+
+
+def _row_bytes(row: tuple) -> int:
+    return sum(len(v) for v in row if v.__class__ is str or v.__class__ is bytes)
 
 
 def refuse_double_quoted_strings(conn: sqlite3.Connection) -> None:

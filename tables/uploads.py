@@ -49,7 +49,7 @@ class Upload:
                 # Row group by row group (iter_batches keeps what it read: ~60 MB more for a 100 MB file here),
                 # text kept dictionary-encoded as stored, then cut into pieces of a bounded decoded size: a small
                 # file can hold millions of references to one long value (a "dictionary bomb").
-                text = [f.name for f in self.schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+                text = [f.name for f in self.schema if _is_text(f.type)]
                 parquet = pq.ParquetFile(self.file, read_dictionary=text)
                 for i in range(parquet.num_row_groups):
                     stored = parquet.metadata.row_group(i).total_byte_size
@@ -97,6 +97,10 @@ def _decoded_slices(table: pa.Table, budget: int) -> Iterator[pa.Table]:
         start = stop
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
 def open_upload(file: IO[bytes], fmt: UploadFormat) -> Upload:
     """Read the upload once to settle its schema (InvalidTableData if it cannot be read)."""
     file.seek(0, io.SEEK_END)
@@ -106,6 +110,9 @@ def open_upload(file: IO[bytes], fmt: UploadFormat) -> Upload:
     try:
         if fmt == "parquet":
             schema = pq.ParquetFile(file).schema_arrow
+            nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+            if nested:  # they could hold text that no dictionary bound keeps small; a table column is flat anyway
+                raise InvalidTableData(f"Nested Parquet columns are not supported (flatten them first): {nested}")
         elif fmt == "csv":
             schema = _csv_schema(file)
         else:

@@ -193,3 +193,25 @@ def test_uploads_of_odd_shapes_get_a_clean_400(api, fmt, body):
     assert r.status_code == 400, r.text
     assert set(r.json()) == {"errorCode", "errorMessage"}
     assert api.client.get("/oml/api/pyqd/v1/tables", headers=alice).status_code == 200
+
+
+def test_nested_or_large_text_parquet_columns_cannot_smuggle_a_bomb(tmp_path):
+    """The reviewer's variants: one 100 KB value referenced 2000 times as `large_string` (decoded a bounded slice
+    at a time, like `string`) and inside a `list<string>` column (refused: a table column is flat)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tables.uploads import open_upload
+
+    big = "x" * 100_000
+    large = tmp_path / "large.parquet"
+    values = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array([big], pa.large_string()))
+    pq.write_table(pa.table({"S": values}), large)
+    with large.open("rb") as f:
+        chunks = list(open_upload(f, "parquet").chunks())
+    assert sum(c.num_rows for c in chunks) == 2000
+    assert all(c.num_rows * 100_000 <= 16 * 1024 * 1024 + 100_000 for c in chunks)
+    nested = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({"L": pa.array([[big]] * 10, pa.list_(pa.string()))}), nested)
+    with nested.open("rb") as f, pytest.raises(InvalidTableData, match="Nested"):
+        open_upload(f, "parquet")
