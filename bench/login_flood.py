@@ -17,18 +17,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.resources import status_kb
 from bench.server import running_server
 
 TOKEN = "/omlusers/api/oauth2/v1/token"
 VICTIM, VICTIM_PASSWORD = "VICTIM", "victim-right-password"
-
-
-def status_kb(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 async def flood(url: str, attempts: int, concurrency: int) -> tuple[Counter[int], float]:

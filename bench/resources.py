@@ -14,7 +14,8 @@ from bench.server import running_server
 from bench.workloads import Pyqd
 
 
-def _status_kb(pid: int, field: str) -> int:
+def status_kb(pid: int, field: str) -> int:
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM, ...), 0 if absent."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -52,8 +53,8 @@ def peak_rss(
             t = time.perf_counter()
             pyqd.score(table, chunk_rows)
             seconds = time.perf_counter() - t
-            server_mb = _status_kb(srv.proc.pid, "VmHWM") / 1024
-            workers = [_status_kb(p, "VmHWM") / 1024 for p in _descendants(srv.proc.pid)]
+            server_mb = status_kb(srv.proc.pid, "VmHWM") / 1024
+            workers = [status_kb(p, "VmHWM") / 1024 for p in _descendants(srv.proc.pid)]
             out.append((rows, server_mb, max(workers, default=0.0), seconds))
             log(
                 f"  {rows:,} rows: server peak RSS {server_mb:.0f} MiB, largest worker {max(workers, default=0):.0f} "

@@ -21,14 +21,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from bench.resources import status_kb
 from bench.server import pg_database, running_server
 
 
 def status_mib(pid: int, field: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field}")
+    return status_kb(pid, field) / 1024
 
 
 def reset_peak(pid: int) -> None:
