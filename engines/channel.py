@@ -70,7 +70,6 @@ class Channel:
     ) -> None:
         self.sock = sock
         self.max_header, self.max_total, self.max_items = max_header, max_total, max_items
-        self._deadline: float | None = None
 
     # -- sending ---------------------------------------------------------------------------------------
     def send(self, header: dict[str, Any], blobs: Sequence[Blob] = (), deadline: float | None = None) -> None:
@@ -109,13 +108,12 @@ class Channel:
     def recv(self, deadline: float | None = None) -> tuple[dict[str, Any], list[Blob]]:
         """The next message: its header (a dict with a str `t`) and its blobs. With `deadline` (a
         `time.monotonic()` value), ChannelTimeout if the whole message has not arrived by then."""
-        self._deadline = deadline
-        header_len, count = _PREFIX.unpack(self._exact(_PREFIX.size))
+        header_len, count = _PREFIX.unpack(self._exact(_PREFIX.size, deadline))
         if header_len > self.max_header:
             raise ChannelError(f"header of {header_len} bytes (at most {self.max_header})")
         if count > MAX_BLOBS:
             raise ChannelError(f"{count} blobs (at most {MAX_BLOBS})")
-        packed = self._exact(header_len)
+        packed = self._exact(header_len, deadline)
         try:  # the container bounds cap what a small header can cost once decoded (an empty array is 1 byte)
             header = msgpack.unpackb(
                 packed,
@@ -135,19 +133,19 @@ class Channel:
         blobs: list[Blob] = []
         total = 0
         for _ in range(count):
-            (size,) = _BLOB.unpack(self._exact(_BLOB.size))
+            (size,) = _BLOB.unpack(self._exact(_BLOB.size, deadline))
             total += size
             if total > self.max_total:
                 raise ChannelError(f"blobs over {self.max_total} bytes")
-            blobs.append(self._exact(size))
+            blobs.append(self._exact(size, deadline))
         return header, blobs
 
-    def _exact(self, n: int) -> Blob:
+    def _exact(self, n: int, deadline: float | None) -> Blob:
         """Exactly `n` bytes (a bytearray when large, to save a copy). Memory grows as the bytes arrive, a
         window at a time: a peer that announces a huge blob and sends nothing costs nothing."""
         buf = bytearray()
         while len(buf) < n:
-            if self._deadline is not None and not self.poll(self._deadline - time.monotonic()):
+            if deadline is not None and not self.poll(deadline - time.monotonic()):
                 raise ChannelTimeout(f"{len(buf)} of {n} bytes arrived in time")
             got = len(buf)
             want = min(n - got, _RECV_WINDOW)

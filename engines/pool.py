@@ -106,15 +106,12 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         with self._lock:
             if self.killed:
-                reason = self.kill_reason
-                raise WorkerDied(f"the worker process {reason} and was stopped" if reason else "the worker was stopped")
+                raise self._stopped()
             self._running = True
         try:
             wire.send_task(self.channel, task, data, deadline)
             while True:
-                if not self.channel.poll(max(0.0, deadline - time.monotonic())):
-                    raise WorkerTimedOut()
-                header, blobs = self.channel.recv(deadline)
+                header, blobs = self.channel.recv(deadline)  # ChannelTimeout once the deadline passes
                 if header["t"] == "http":
                     method, path, headers, body = wire.read_request(header, blobs)
                     answer = on_request(("http", method, path, headers, body)) if on_request else None
@@ -130,15 +127,12 @@ class Worker:
             raise WorkerTimedOut() from None
         except ChannelError as e:
             log.warning("worker %s broke the channel's rules (%s); killing it", self.pid, e)
-            self.kill_reason = self.kill_reason or f"sent a malformed message ({e})"
-            self.kill()
-            raise WorkerDied(f"the worker process {self.kill_reason} and was stopped") from None
+            self.kill(f"sent a malformed message ({e})")
+            raise self._stopped() from None
         except (EOFError, OSError):
             self.broken = True
             if self.killed:
-                if self.kill_reason:
-                    raise WorkerDied(f"the worker process {self.kill_reason} and was stopped") from None
-                raise WorkerDied("the worker was stopped") from None
+                raise self._stopped() from None
             status = self._pool.spawner.exit_status(self.pid)
             raise WorkerDied(f"the worker process {describe_status(status)}") from None
         finally:
@@ -187,8 +181,13 @@ class Worker:
         """Kill the worker (the task fails) if what it left on disk is over its quota."""
         quota = self._pool.config.scratch_bytes
         if quota and self.scratch_bytes() > quota:
-            self.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
-            raise WorkerDied(f"the worker process {self.kill_reason} and was stopped")
+            self.kill(_over_quota(quota))
+            raise self._stopped()
+
+    def _stopped(self) -> WorkerDied:
+        """The error for a call whose worker the pool killed (naming why, when it was the worker's fault)."""
+        reason = self.kill_reason
+        return WorkerDied(f"the worker process {reason} and was stopped" if reason else "the worker was stopped")
 
     def kill(self, reason: str | None = None) -> None:
         """Kill the worker and everything it started (the template kills what escaped its process group)."""
@@ -264,7 +263,7 @@ class WorkerPool:
                     idle = self._idle.get(w.user or "", [])
                     if w in idle:
                         idle.remove(w)
-                w.kill(f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB")
+                w.kill(_over_quota(quota))
 
     def close(self) -> None:
         with self._cond:
@@ -490,6 +489,10 @@ class WorkerPool:
             self._cond.notify_all()
         if retire:
             worker.kill()
+
+
+def _over_quota(quota: int) -> str:
+    return f"wrote more than its scratch space quota of {quota // (1024 * 1024)} MiB"
 
 
 def _user_of(key: str) -> str:

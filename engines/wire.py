@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from typing import Any, get_args
 
-from engines.channel import MAX_HEADER, Blob, Channel, ChannelError
+from engines.channel import Blob, Channel, ChannelError
 from engines.protocol import FailureKind, Image, Task, Unit, UnitResult
 
-__all__ = ["MAX_HEADER", "ChannelError", "clip"]
+__all__ = ["ChannelError", "clip"]
 
 #: Largest header a worker may send, bytes: its units' names, flags and errors (output travels in blobs).
 WORKER_MAX_HEADER = 1024 * 1024
