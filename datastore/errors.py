@@ -3,6 +3,7 @@
 DatastoreError
 ├── DatastoreNotFound(name, owner)    no such datastore, or the caller may not read it
 ├── ObjectNotFound(name, objects)     load/delete of objects the datastore does not hold
+├── ObjectChanged(name, obj)          the object was replaced while it was being loaded (load again)
 ├── DatastoreExists(name)             save without overwrite/append over an existing datastore
 ├── InvalidDatastoreRequest(detail)   contradictory or malformed save/delete arguments
 ├── InvalidDatastoreName(name)        a datastore or object name that breaks the naming rules

@@ -12,7 +12,15 @@ ExecutionError
 ├── PoolBusy(retry_after)          no worker became free in time
 ├── JobQueueFull(retry_after)      too many jobs wait to run, over all users
 │   └── UserJobQueueFull(user, limit, retry_after)  too many of this user's own jobs wait to run
-└── Cancelled()                    the call was cancelled (job deleted)
+├── Cancelled()                    the call was cancelled (job deleted)
+├── JobAbandoned(message)          the servers running a job stopped too often; it was not run again
+└── EngineFault(message)           a failure of pyqd itself (the server log has the details)
+
+JobError
+├── JobNotFound(job_id)            no such job of the caller's
+└── JobNotReady(job_id)            the job has no result yet
+
+A job keeps its outcome as the error's class name and message; `stored_error` turns them back into the error.
 """
 
 from __future__ import annotations
@@ -90,6 +98,30 @@ class UserJobQueueFull(JobQueueFull):
 class Cancelled(ExecutionError):
     def __init__(self) -> None:
         super().__init__("The call was cancelled")
+
+
+class JobAbandoned(ExecutionError):
+    pass
+
+
+class EngineFault(ExecutionError):
+    pass
+
+
+def stored_error(name: str, message: str) -> ExecutionError:
+    """The ExecutionError a job stored as (class name, message); EngineFault for a name no longer known."""
+    classes = {c.__name__: c for c in _subclasses(ExecutionError)}
+    cls = classes.get(name, EngineFault)
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
+def _subclasses(cls: type[ExecutionError]) -> list[type[ExecutionError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
 
 
 class JobError(Exception):

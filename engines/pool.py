@@ -459,6 +459,10 @@ class WorkerPool:
             self._busy.add(w)
         return got, spawn, evict
 
+    @property
+    def size(self) -> int:
+        return self.config.size
+
     def waiting(self) -> int:
         """Callers waiting for a worker (a running call gives workers back between tasks when this is > 0)."""
         with self._cond:

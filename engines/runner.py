@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -27,9 +27,10 @@ from engines.errors import (
     TimeLimitExceeded,
     WorkerCrashed,
 )
-from engines.pool import RequestHandler, Worker, WorkerDied, WorkerPool, WorkerTimedOut
+from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
 from engines.protocol import Task, UnitResult
-from engines.spec import ApplyRequest
+from engines.spec import Call
+from engines.workers import Worker, Workers
 from tables.errors import TablesError
 
 #: Verbs whose single-worker calls run without producer/consumer threads (they read no rows, or all at once).
@@ -40,30 +41,18 @@ _STOP = object()
 
 
 @dataclass(frozen=True)
-class Call:
-    """Everything one execution needs, as plain values."""
+class Limits:
+    """The server's bounds on every call (from its settings)."""
 
-    call_id: str
-    user: str
-    script_name: str
-    source: str
-    request: ApplyRequest
-    dop: int = 1
-    time_limit_s: float = 120.0
+    sync_time_limit_s: float = 120.0
+    #: An input query's own limit (a call's query also has no more than the call's remaining time).
+    query_time_limit_s: float = 600.0
+    #: Largest result length (rows of a DataFrame, items of a list), per unit and in all.
     output_limit: int = 10_000_000
     #: Largest result, bytes (OML's JSON or the pickles), checked by the worker and while assembling.
     output_max_bytes: int = 256 * 1024**2
-    #: How long to wait for a free worker.
-    acquire_timeout_s: float = 30.0
-    oml_token: str | None = None
-    #: See Task.datastore_generation.
-    datastore_generation: str = ""
-    #: Group-apply: the actual key column names (Oracle's case rules applied).
-    group_columns: tuple[str, ...] = ()
-    #: Which workers may run it: the caller's own ("" = `user`), or a separate set for another owner's code.
-    worker_key: str = ""
-    #: Run as an async job (only changes the wording of a time-limit error).
-    is_job: bool = False
+    #: How long a synchronous call waits for a free worker (a job waits as long as its time limit).
+    worker_wait_s: float = 30.0
     #: Results over `spill_bytes` go to a temporary file in `spill_dir` instead of memory.
     spill_dir: str | None = None
     spill_bytes: int = 8 * 1024 * 1024
@@ -77,23 +66,35 @@ class Progress:
     stdout: list[str] = field(default_factory=list)
 
 
-class Execution:
-    """Run with `run()` (blocking); `cancel()` from another thread stops it and kills its workers."""
+class Runner:
+    """Runs one Call: `run()` (blocking) cuts its input into units, sends them to the caller's workers in tasks
+    with a bounded number in flight, and assembles the results in order; `cancel()` from another thread stops
+    it and kills its workers."""
 
     def __init__(
         self,
-        pool: WorkerPool,
+        pool: Workers[Any],
         call: Call,
+        limits: Limits,
+        *,
+        call_id: str,
+        time_limit_s: float,
+        is_job: bool = False,
         batches: Iterable[pa.RecordBatch] | None = None,
+        group_columns: tuple[str, ...] = (),
         on_request: RequestHandler | None = None,
+        generation: str = "",
     ) -> None:
-        self.pool, self.call, self._batches, self._on_request = pool, call, batches, on_request
+        self.pool, self.call, self.limits, self._batches, self._on_request = pool, call, limits, batches, on_request
+        self.call_id, self.time_limit_s, self.is_job = call_id, time_limit_s, is_job
+        self.group_columns, self.generation = group_columns, generation
+        self.dop = call.request.degree_of_parallelism(pool.size)
         self.progress = Progress()
         self._lock = threading.Lock()
         self._failure: ExecutionError | None = None
         self._stopping = threading.Event()
         self._workers: list[Worker] = []
-        self._deadline = time.monotonic() + call.time_limit_s
+        self._deadline = time.monotonic() + time_limit_s
         self._active = 0
         self._pending: dict[int, list[UnitResult]] = {}
         self._next_seq = 0
@@ -109,21 +110,22 @@ class Execution:
         """The `result` value (OML's JSON, or pickles for the Python client), or an ExecutionError."""
         req = self.call.request
         started = time.monotonic()
-        workers = self.pool.acquire(self.call.worker_key or self.call.user, self.call.dop, self.call.acquire_timeout_s)
+        wait_s = self.time_limit_s if self.is_job else self.limits.worker_wait_s
+        workers = self.pool.acquire(self.call.worker_key, self.dop, wait_s)
         self.acquire_wait_s = time.monotonic() - started
         running = time.monotonic()
         with self._lock:
             self._workers = list(workers)
             if self._stopping.is_set():  # cancelled while waiting for workers
                 self._kill_all()
-        sink = Sink(self.call.spill_dir, self.call.spill_bytes)
+        sink = Sink(self.limits.spill_dir, self.limits.spill_bytes)
         self._assembler = Assembler(
             req.kind,
             sink,
             graphics=req.graphics,
             result_format=req.result_format,
-            output_limit=self.call.output_limit,
-            output_max_bytes=self.call.output_max_bytes,
+            output_limit=self.limits.output_limit,
+            output_max_bytes=self.limits.output_max_bytes,
         )
         if len(workers) == 1 and req.kind in INLINE_KINDS:
             # One worker, and the input (if any) is read whole: no threads, no queue; tasks run here in order.
@@ -175,14 +177,14 @@ class Execution:
         if req.kind == "row":
             assert req.rows is not None
             return u.chunks(batches, req.rows)
-        return u.groups(batches, list(self.call.group_columns))
+        return u.groups(batches, list(self.group_columns))
 
     def _peek_first(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Look at the first batch to size bundles: a small input (all of it in the first batch) is spread over
         every worker instead of travelling to one worker in one message."""
         first = next(batches, None)
         if first is not None:
-            spread = max(1, min(self.call.dop, os.cpu_count() or 1))  # more pieces than cores only add messages
+            spread = max(1, min(self.dop, os.cpu_count() or 1))  # more pieces than cores only add messages
             self._bundle_rows = max(1, min(u.BUNDLE_ROWS, math.ceil(first.num_rows / spread)))
             yield first
         yield from batches
@@ -195,7 +197,7 @@ class Execution:
         req = self.call.request
         max_units = u.BUNDLE_UNITS
         if req.kind == "index" and req.times:
-            max_units = max(1, math.ceil(req.times / (self.call.dop * 4)))
+            max_units = max(1, math.ceil(req.times / (self.dop * 4)))
         count = 0
         for seq, bundle in enumerate(u.bundles(self._pieces(), max_units=max_units, max_rows=self._rows_per_task)):
             count += len(bundle)
@@ -206,7 +208,7 @@ class Execution:
             yield (
                 seq,
                 Task(
-                    call_id=self.call.call_id,
+                    call_id=self.call_id,
                     user=self.call.user,
                     script_name=self.call.script_name,
                     source=self.call.source,
@@ -217,10 +219,10 @@ class Execution:
                     na_omit=req.na_omit,
                     graphics=req.graphics,
                     oml=self._on_request is not None,
-                    datastore_generation=self.call.datastore_generation,
-                    result_format=req.result_format,  # type: ignore[arg-type]
-                    output_limit=self.call.output_limit,
-                    output_max_bytes=self.call.output_max_bytes,
+                    datastore_generation=self.generation,
+                    result_format=req.result_format,
+                    output_limit=self.limits.output_limit,
+                    output_max_bytes=self.limits.output_max_bytes,
                     data_messages=len(messages),
                 ),
                 messages,
@@ -237,7 +239,7 @@ class Execution:
                     self._run_task(worker, (seq, task, messages))
                     continue
                 assert tasks is not None
-                if not self._wait_for_turn(seq, window=max(4, 4 * self.call.dop)):
+                if not self._wait_for_turn(seq, window=max(4, 4 * self.dop)):
                     return
                 if not self._put(tasks, (seq, task, messages)):
                     return
@@ -256,7 +258,7 @@ class Execution:
             while seq - self._next_seq >= window and not self._stopping.is_set():
                 if not self._advanced.wait(timeout=max(0.0, self._deadline - time.monotonic())):
                     if time.monotonic() > self._deadline:
-                        self._failure = self._failure or TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job)
+                        self._failure = self._failure or TimeLimitExceeded(self.time_limit_s, job=self.is_job)
                         self._stopping.set()
                         self._kill_all()
             return not self._stopping.is_set()
@@ -273,7 +275,7 @@ class Execution:
                 if force and self._stopping.is_set():
                     _drain(tasks)
                 if time.monotonic() > self._deadline:
-                    self._fail(TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job))
+                    self._fail(TimeLimitExceeded(self.time_limit_s, job=self.is_job))
 
     # -- consumers -------------------------------------------------------------------------------------
     def _serve(self, worker: Worker, tasks: queue.Queue[object]) -> None:
@@ -312,7 +314,7 @@ class Execution:
                 raise WorkerTimedOut()
             unit_results = worker.run(task, messages, remaining, self._on_request)
         except WorkerTimedOut:
-            self._fail(TimeLimitExceeded(self.call.time_limit_s, job=self.call.is_job))
+            self._fail(TimeLimitExceeded(self.time_limit_s, job=self.is_job))
             return
         except WorkerDied as e:
             if not self._stopping.is_set():
@@ -325,7 +327,7 @@ class Execution:
             return
         failed = next((r for r in unit_results if not r.ok), None)
         if failed is not None:
-            self._fail(_unit_error(failed, self.call.output_limit, self.call.output_max_bytes))
+            self._fail(_unit_error(failed, self.limits.output_limit, self.limits.output_max_bytes))
             return
         with self._lock:
             self.progress.units_done += len(unit_results)

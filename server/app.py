@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import errors, openapi
 from server.accounts import ADMIN_NAME, bootstrap_admin
 from server.bridge import AppBridge
-from server.jobs import open_jobs
+from server.execution import open_execution
 from server.limits import BodyLimit
 from server.metrics import Metrics
 from server.routes import admin, datastores, execution, jobs, meta, queries, scripts, tables, tokens, versions
@@ -51,14 +51,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             svc.pool.start()  # in the background: the server answers at once, calls wait for a first worker
         svc.bridge = AppBridge(app, max_answer=svc.settings.output_max_bytes)
         svc.bridge.start()
-        svc.jobs = open_jobs(svc, observe=app.state.metrics.observe_execution)
-        svc.jobs.start()
+        svc.execution = open_execution(svc, observe=app.state.metrics.observe_execution)
+        assert svc.execution.scheduler is not None
+        svc.execution.scheduler.start()
         app.state.services = svc
         try:
             yield
         finally:
-            svc.jobs.stop()
-            svc.jobs = None
+            assert svc.execution.scheduler is not None
+            svc.execution.scheduler.stop()
+            svc.execution = None
             svc.bridge.close()
             svc.bridge = None
             if own_pool and svc.pool is not None:

@@ -12,11 +12,13 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
-import orjson
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
+
+from server import errors
+from server.errors import ErrorCode, oml_body
 
 log = logging.getLogger("pyqd.bridge")
 #: Seconds one bridged request may take.
@@ -42,10 +44,9 @@ TokenSource = Callable[[], str | None]
 Message = tuple[Any, ...]
 
 
-def error_response(status: int, code: int, message: str) -> Message:
+def error_response(error: ErrorCode, message: str) -> Message:
     """An OML error as the worker's transport expects it."""
-    body = orjson.dumps({"errorCode": code, "errorMessage": message})
-    return ("http-response", status, [(b"content-type", b"application/json")], body)
+    return ("http-response", error.status, [(b"content-type", b"application/json")], oml_body(error.code, message))
 
 
 class BadBridgeRequest(ValueError):
@@ -154,33 +155,33 @@ class AppBridge:
         try:
             method, path, headers, body = parse_request(message, self.max_body)
         except BadBridgeRequest as e:
-            return error_response(400, 1000, f"Bad request from the script's oml connection: {e}")
+            return error_response(errors.INVALID_PARAMETER, f"Bad request from the script's oml connection: {e}")
         if read_only and not _is_read(method, path):
             return error_response(
-                403,
-                1003,
+                errors.FORBIDDEN,
                 "A script of another owner may only read through oml (the caller can trust it with trustPickle)",
             )
         portal = self._portal
         if portal is None:
-            return error_response(503, 1503, "server stopping")
+            return error_response(errors.BUSY, "server stopping")
         try:
             bearer = token()
         except Exception:  # noqa: BLE001 - a failed mint must not crash the call's worker loop
             log.exception("could not issue a script token")
-            return error_response(500, 1500, "could not issue the script's token")
+            return error_response(errors.INTERNAL, "could not issue the script's token")
         if bearer is None:
-            return error_response(401, 1001, "This call has no session to act for; oml is not available")
+            return error_response(errors.UNAUTHORIZED, "This call has no session to act for; oml is not available")
         headers.append((b"authorization", b"Bearer " + bearer.encode("ascii")))
         try:
             return portal.call(self._forward, method, path, headers, body)
         except AnswerTooLarge:
             return error_response(
-                413, 1013, f"The answer to the script's oml request is over {self.max_answer} bytes; ask for less"
+                errors.TOO_LARGE,
+                f"The answer to the script's oml request is over {self.max_answer} bytes; ask for less",
             )
         except Exception:  # noqa: BLE001 - the app answers errors itself; this is the bridge failing
             log.exception("bridged request %s %s failed", method, path)
-            return error_response(502, 1502, "the server could not serve the script's request")
+            return error_response(errors.BAD_GATEWAY, "the server could not serve the script's request")
 
     async def _forward(self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Message:
         assert self._client is not None

@@ -1,13 +1,15 @@
-"""One table decides HTTP status and OML error body for every domain error (looked up along the MRO)."""
+"""HTTP for every error: one table decides the status and OML errorCode of each domain error (by its class,
+looked up along the MRO), and one function builds the OML error body."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -43,57 +45,54 @@ NOT_SERIALIZABLE = ErrorCode(400, 1031)
 TIME_LIMIT = ErrorCode(400, 1040)
 CANCELLED = ErrorCode(400, 1041)
 WORKER_CRASHED = ErrorCode(500, 1050)
+JOB_ABANDONED = ErrorCode(500, 1051)
 TOO_MANY_REQUESTS = ErrorCode(429, 1429)
 INTERNAL = ErrorCode(500, 1500)
+BAD_GATEWAY = ErrorCode(502, 1502)
 BUSY = ErrorCode(503, 1503)
-TOO_MANY_REQUESTS = ErrorCode(429, 1429)
 
-#: Domain error class → HTTP status and errorCode. A new error is one new line.
+#: Domain error class → HTTP status and errorCode, looked up along the class's MRO: each package's base class
+#: has a row, so a new error answers as its base does until it needs a line of its own.
 ERROR_TABLE: dict[type[Exception], ErrorCode] = {
+    auth.AuthError: INVALID_PARAMETER,
     auth.BadCredentials: UNAUTHORIZED,
     auth.TokenInvalid: UNAUTHORIZED,
     auth.Forbidden: FORBIDDEN,
     auth.UserExists: ALREADY_EXISTS,
     auth.UserNotFound: NOT_FOUND,
     auth.ClientNotFound: NOT_FOUND,
-    auth.InvalidName: INVALID_PARAMETER,
-    auth.LastAdministrator: INVALID_PARAMETER,
-    auth.PasswordTooShort: INVALID_PARAMETER,
     auth.LoginThrottled: TOO_MANY_REQUESTS,
     auth.HashingBusy: BUSY,
+    repo.RepositoryError: INVALID_PARAMETER,
     repo.ScriptNotFound: NOT_FOUND,
     repo.ScriptExists: ALREADY_EXISTS,
-    repo.InvalidScript: INVALID_PARAMETER,
-    repo.InvalidScriptName: INVALID_PARAMETER,
     repo.NotScriptOwner: FORBIDDEN,
+    ds.DatastoreError: INVALID_PARAMETER,
     ds.DatastoreNotFound: NOT_FOUND,
     ds.ObjectNotFound: NOT_FOUND,
     ds.ObjectChanged: CHANGED,
     ds.DatastoreExists: ALREADY_EXISTS,
-    ds.InvalidDatastoreRequest: INVALID_PARAMETER,
-    ds.InvalidDatastoreName: INVALID_PARAMETER,
-    ds.NotGrantable: INVALID_PARAMETER,
     ds.DatastoreTooLarge: TOO_LARGE,
+    tbl.TablesError: INVALID_PARAMETER,
     tbl.TableNotFound: NOT_FOUND,
     tbl.TableExists: ALREADY_EXISTS,
-    tbl.InvalidTableName: INVALID_PARAMETER,
-    tbl.InvalidTableData: INVALID_PARAMETER,
     tbl.QueryRejected: INVALID_QUERY,
     tbl.QueryTimedOut: TIME_LIMIT,
+    eng.ExecutionError: INTERNAL,
     eng.InvalidApplyRequest: INVALID_PARAMETER,
+    eng.InputQueryFailed: INVALID_QUERY,
     eng.ScriptFailed: SCRIPT_ERROR,
     eng.ResultNotSerializable: NOT_SERIALIZABLE,
     eng.OutputTooLong: OUTPUT_TOO_LONG,
     eng.TimeLimitExceeded: TIME_LIMIT,
     eng.Cancelled: CANCELLED,
     eng.WorkerCrashed: WORKER_CRASHED,
+    eng.JobAbandoned: JOB_ABANDONED,
     eng.PoolBusy: BUSY,
     eng.JobQueueFull: BUSY,
     eng.UserJobQueueFull: TOO_MANY_REQUESTS,
-    eng.InputQueryFailed: INVALID_QUERY,
+    eng.JobError: NOT_FOUND,
     fairness.TooManyCalls: TOO_MANY_REQUESTS,
-    eng.JobNotFound: NOT_FOUND,
-    eng.JobNotReady: NOT_FOUND,
 }
 
 
@@ -133,10 +132,13 @@ def clip_message(message: str, limit: int = MAX_ERROR_MESSAGE_BYTES) -> str:
     return head + note
 
 
-def oml_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def oml_body(code: int, message: str) -> bytes:
     """The one place OML error bodies are built: `{"errorCode", "errorMessage"}`, the message clipped."""
-    body = {"errorCode": code, "errorMessage": clip_message(message)}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return orjson.dumps({"errorCode": code, "errorMessage": clip_message(message)})
+
+
+def oml_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(oml_body(code, message), status_code=status, headers=headers, media_type="application/json")
 
 
 def _headers(ec: ErrorCode, exc: Exception) -> dict[str, str] | None:
@@ -147,14 +149,14 @@ def _headers(ec: ErrorCode, exc: Exception) -> dict[str, str] | None:
     return None
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> Response:
     ec = lookup(exc)
     if ec is None:  # pragma: no cover - registered only for mapped classes
         return await _unexpected(request, exc)
     return oml_error(ec.status, ec.code, str(exc), _headers(ec, exc))
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
@@ -162,7 +164,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return oml_error(400, INVALID_PARAMETER.code, "Invalid request: " + "; ".join(parts))
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: TOO_LARGE}.get(
         exc.status_code, ErrorCode(exc.status_code, 1000 + exc.status_code % 1000)
     )
@@ -191,7 +193,7 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("Unexpected error on %s %s", request.method, request.url.path)
     return oml_error(500, INTERNAL.code, "Internal server error; the server log has the details")
 

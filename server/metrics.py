@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engines.jobs import JobStatus
-from engines.runner import Execution
+from engines.runner import Runner
 from server.services import Services
 
 #: Histogram buckets in seconds: from a few milliseconds (small calls) to hours (jobs).
@@ -69,7 +69,7 @@ class Metrics:
         )
         self.registry.register(_StateCollector(services))
 
-    def observe_execution(self, execution: Execution, mode: str) -> None:
+    def observe_execution(self, execution: Runner, mode: str) -> None:
         """Record a finished call: how long it waited for workers and how long it ran."""
         self.queue_wait.labels(mode).observe(execution.acquire_wait_s)
         self.execution.labels(execution.call.request.kind, mode).observe(execution.run_s)
@@ -135,8 +135,8 @@ class _StateCollector(Collector):
                 workers.add_metric([state], stats[state])
             yield workers
             yield GaugeMetricFamily("pyqd_pool_waiting", "Calls waiting for a worker", value=stats["waiting"])
-        if svc.jobs is not None:
-            counts = svc.jobs.store.counts()
+        if svc.execution is not None and svc.execution.scheduler is not None:
+            counts = svc.execution.jobs.counts()
             jobs = GaugeMetricFamily("pyqd_jobs", "Async jobs by state", labels=["state"])
             for state in JobStatus:
                 jobs.add_metric([state.value], counts.get(state.value, 0))

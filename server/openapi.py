@@ -131,6 +131,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     schemas["OAuth2TokenForm"] = OAUTH2_TOKEN_FORM
     schemas["OmlError"] = OML_ERROR
     schemas["OAuth2Error"] = OAUTH2_ERROR
+    schemas.update(getattr(app.state, "body_schemas", {}))  # request bodies routes declare by $ref
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     components["securitySchemes"] = {
@@ -185,6 +186,9 @@ def _convert(node: Any) -> Any:
     if node.get("type") == "null":
         node.pop("type")
         node["nullable"] = True
+    # 3.0 has no content keywords: a JSON-encoded string (OML's `parameters`) is just a string there.
+    node.pop("contentMediaType", None)
+    node.pop("contentSchema", None)
     if "const" in node:
         node["enum"] = [node.pop("const")]
     for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):

@@ -21,7 +21,7 @@ from server.db import create_metadata_engine, run_migrations, session_factory
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from engines.scheduler import JobScheduler
+    from engines.service import ExecutionService
     from server.bridge import AppBridge
 from tables.pg_store import PostgresStore
 from tables.sqlite_store import SqliteStore
@@ -39,8 +39,8 @@ class Services:
     pool: WorkerPool | None = None
     #: Serves the requests of workers' `import oml` in-process.
     bridge: AppBridge | None = None
-    #: Runs async jobs; started by the app's lifespan.
-    jobs: JobScheduler | None = None
+    #: Runs calls and async jobs (`server.execution.open_execution`); started by the app's lifespan.
+    execution: ExecutionService | None = None
     #: Token sessions and scripts recently checked (cleared by every change made through this server).
     auth_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
     script_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))

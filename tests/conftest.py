@@ -216,6 +216,17 @@ def own_pool_api(sqlite_settings: Settings, **overrides: object) -> Iterator[Api
         svc.close()
 
 
+def change_settings(services: Services, **changes: object) -> None:
+    """Change settings of a running server, and the execution service's limits made from them."""
+    from server.execution import job_limits_of, limits_of
+
+    for name, value in changes.items():
+        setattr(services.settings, name, value)
+    if services.execution is not None:
+        services.execution.limits = limits_of(services.settings)
+        services.execution.job_limits = job_limits_of(services.settings)
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> object:
     """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

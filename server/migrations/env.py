@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from datastore.models import DatastoreBase
-from engines.models import EnginesBase
+from engines.jobs.models import EnginesBase
 from repository.models import RepoBase
 from server.auth.models import AuthBase
 from tables.models import TablesBase

@@ -1,121 +1,95 @@
 """The five execution verbs (reference §3): do-eval, table-apply, row-apply, group-apply, index-apply, each
 also with `/{ownerName}`, under v1 and v2 and both URL forms; `asyncFlag` turns a call into a job."""
 
-from __future__ import annotations
-
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from engines.runner import Execution
-from engines.spec import VERBS
-from server import calls, jobs
-from server.deps import Caller, CurrentUser, ServicesDep
+from engines.assemble import Body
+from engines.spec import ADHOC_BODIES, BODIES, VERBS, ExecutionBody, describe
+from server import execution
+from server.deps import Caller, CurrentUser
+from server.errors import BadRequest
 from server.fairness import user_slots
-from server.routes.common import EXTENSION_TAG, include_both_forms, json_body, tenant_url
+from server.routes.common import EXTENSION_TAG, include_both_forms, tenant_url
 from server.services import Services
 
 router = APIRouter(tags=["embedded Python execution"])
 ScriptName = Annotated[str, Path(description="Script name in the repository", max_length=128)]
 OwnerName = Annotated[str, Path(description="Owner of the script (PYQSYS for global scripts)", max_length=30)]
+#: OpenAPI schemas of the request bodies, by name (server.openapi adds them to the document's components).
+BODY_SCHEMAS: dict[str, dict[str, Any]] = {}
 
-_EXAMPLES: dict[str, dict[str, Any]] = {
-    "do-eval": {"parameters": '{"num":10,"scale":100}', "service": "LOW"},
-    "table-apply": {"input": "select * from IRIS", "parameters": '{"oml_input_type":"pandas.DataFrame"}'},
-    "row-apply": {
-        "input": "select * from IRIS",
-        "parameters": '{"oml_input_type":"pandas.DataFrame"}',
-        "rows": 5,
-        "parallelFlag": True,
-        "service": "MEDIUM",
-    },
-    "group-apply": {
-        "input": "select * from IRIS",
-        "groupBy": "SPECIES",
-        "orderBy": "SEPAL_LENGTH",
-        "parameters": '{"oml_input_type":"pandas.DataFrame"}',
-    },
-    "index-apply": {"times": 10},
-}
+
+def typed_body(model: type[ExecutionBody]) -> Callable[[Request], Awaitable[ExecutionBody | BadRequest]]:
+    """A dependency that reads the body as `model` (an empty body is `{}`): any Content-Type is read as JSON,
+    as Oracle does. A body that does not validate gives the 400 naming each field that is wrong, raised once
+    the script is found (an unknown script is a 404 whatever the body)."""
+
+    async def read(request: Request) -> ExecutionBody | BadRequest:
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw if raw.strip() else b"{}")
+        except ValidationError as e:
+            return BadRequest("Invalid request: " + describe(e))
+
+    return read
+
+
+def _request_body(model: type[ExecutionBody], required: bool) -> dict[str, Any]:
+    BODY_SCHEMAS[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
 async def _execute(
-    verb: str, script: str | None, owner: str | None, request: Request, caller: Caller, services: Services
+    verb: str,
+    script: str | None,
+    owner: str | None,
+    body: ExecutionBody | BadRequest,
+    request: Request,
+    caller: Caller,
 ) -> Response:
-    body = await json_body(request, required=False)
+    services: Services = request.app.state.services
+    version = "v1" if "/py-scripts/v1/" in request.url.path else "v2"
     # One user's calls may hold only a few of the threads that serve blocking work (decided here, before any).
     async with user_slots(request.app.state, services.settings).hold(caller.name):
-        name, source, script_owner, execution = await run_in_threadpool(
-            _prepare, services, caller, verb, script, owner, body
-        )
-        req = execution.call.request
-        if req.async_flag:
-            version = "v1" if "/py-scripts/v1/" in request.url.path else "v2"
-            job = await run_in_threadpool(
-                jobs.submit,
-                services,
-                caller.name,
-                version,
-                verb,
-                name,
-                source,
-                body,
-                req.timeout,
-                caller.claims,
-                script_owner,
-            )
-            location = tenant_url(request, services.settings, f"py-scripts/{version}/jobs/{job.id}")
-            return Response(status_code=201, headers={"Location": location})
-        answer = await run_in_threadpool(execution.run)
-    request.app.state.metrics.observe_execution(execution, "sync")
-    media = calls.media_type(execution)
-    if answer.path is None:
-        return Response(answer.read(), media_type=media)
+        ran, outcome = await run_in_threadpool(execution.execute, services, caller, verb, script, owner, body, version)
+    if not isinstance(outcome, Body):
+        location = tenant_url(request, services.settings, f"py-scripts/{version}/jobs/{outcome.id}")
+        return Response(status_code=201, headers={"Location": location})
+    media = execution.media_type(ran)
+    if outcome.path is None:
+        return Response(outcome.data, media_type=media)
     # A large result was assembled on disk: stream it (and remove the file once sent).
     return StreamingResponse(
-        iterate_in_threadpool(answer.chunks()), media_type=media, headers={"Content-Length": str(answer.size)}
+        iterate_in_threadpool(outcome.chunks()), media_type=media, headers={"Content-Length": str(outcome.size)}
     )
-
-
-def _prepare(
-    services: Services, caller: Caller, verb: str, script: str | None, owner: str | None, body: dict[str, Any]
-) -> tuple[str, str, str, Execution]:
-    name, source, script_owner = calls.resolve_script(services, caller.name, script, owner, body)
-    execution = calls.prepare(
-        services, caller.name, verb, name, source, body, auth_session=caller.claims, script_owner=script_owner
-    )
-    return name, source, script_owner, execution
 
 
 def _add_verb(verb: str) -> None:
     summary = f"Run a script ({verb})"
-    extra = {
-        "requestBody": {
-            "required": verb != "do-eval",
-            "content": {"application/json": {"schema": {"type": "object"}, "example": _EXAMPLES[verb]}},
-        }
-    }
+    model = BODIES[VERBS[verb]]
+    extra = _request_body(model, required=verb != "do-eval")
+    Typed = Annotated[ExecutionBody | BadRequest, Depends(typed_body(model))]
 
     @router.post(f"/{verb}/{{scriptName}}", summary=summary, openapi_extra=extra)
-    async def run_own(
-        scriptName: ScriptName,
-        request: Request,
-        caller: CurrentUser,  # noqa: N803
-        services: ServicesDep,
-    ) -> Response:
-        return await _execute(verb, scriptName, None, request, caller, services)
+    async def run_own(scriptName: ScriptName, body: Typed, request: Request, caller: CurrentUser) -> Response:  # noqa: N803
+        return await _execute(verb, scriptName, None, body, request, caller)
 
     @router.post(f"/{verb}/{{scriptName}}/{{ownerName}}", summary=summary + " of another owner", openapi_extra=extra)
     async def run_owned(
-        scriptName: ScriptName,
-        ownerName: OwnerName,
-        request: Request,  # noqa: N803
+        scriptName: ScriptName,  # noqa: N803
+        ownerName: OwnerName,  # noqa: N803
+        body: Typed,
+        request: Request,
         caller: CurrentUser,
-        services: ServicesDep,
     ) -> Response:
-        return await _execute(verb, scriptName, ownerName, request, caller, services)
+        return await _execute(verb, scriptName, ownerName, body, request, caller)
 
 
 for _verb in VERBS:
@@ -126,23 +100,15 @@ ext = APIRouter(tags=[EXTENSION_TAG])
 
 
 def _add_adhoc(verb: str) -> None:
-    extra = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object"},
-                    "example": {**_EXAMPLES[verb], "script": "def f(*args, **kwargs):\n    return 1\n", "name": "f"},
-                }
-            },
-        }
-    }
+    model = ADHOC_BODIES[VERBS[verb]]
+    extra = _request_body(model, required=True)
+    Typed = Annotated[ExecutionBody | BadRequest, Depends(typed_body(model))]
 
     @ext.post(
         f"/run/{verb}", summary=f"Run a function given in the body ({verb}), without storing it", openapi_extra=extra
     )
-    async def run_adhoc(request: Request, caller: CurrentUser, services: ServicesDep) -> Response:
-        return await _execute(verb, None, None, request, caller, services)
+    async def run_adhoc(body: Typed, request: Request, caller: CurrentUser) -> Response:
+        return await _execute(verb, None, None, body, request, caller)
 
 
 for _verb in VERBS:
@@ -150,6 +116,7 @@ for _verb in VERBS:
 
 
 def install(app: FastAPI) -> None:
+    app.state.body_schemas = BODY_SCHEMAS
     include_both_forms(app, router, "oml", "py-scripts/v1")
     include_both_forms(app, router, "oml", "py-scripts/v2")
     include_both_forms(app, ext, "oml", "pyqd/v1")

@@ -10,8 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from engines.errors import JobNotFound, JobNotReady
+from engines.errors import JobNotFound, JobNotReady, stored_error
 from engines.jobs import LISTED_STATUS, JobRecord, JobStatus, JobStore
+from engines.service import call_of
+from server import execution
 from server.deps import Caller, CurrentUser, ServicesDep
 from server.routes.common import get_and_head, include_both_forms, tenant_url
 from server.services import Services
@@ -24,8 +26,8 @@ STILL_RUNNING = "job is still running"
 
 
 def _store(services: Services) -> JobStore:
-    assert services.jobs is not None
-    return services.jobs.store
+    assert services.execution is not None
+    return services.execution.jobs
 
 
 def _job(services: Services, caller: Caller, job_id: str) -> JobRecord:
@@ -90,20 +92,22 @@ def job_status(jobId: JobId, request: Request, caller: CurrentUser, services: Se
 )
 def job_result(jobId: JobId, caller: CurrentUser, services: ServicesDep) -> Response:  # noqa: N803
     record = _job(services, caller, jobId)
-    answer = _store(services).answer(jobId) if record.status.done else None
-    if answer is None:
+    if record.error_type is not None:
+        raise stored_error(record.error_type, record.error or "The job failed")
+    body = _store(services).result(jobId) if record.status.done else None
+    if body is None:
         raise JobNotReady(jobId)
-    status, media_type, body = answer
+    media_type = execution.media_type(call_of(record).request)
     if isinstance(body, bytes):
-        return Response(body, status_code=status, media_type=media_type)
-    return FileResponse(body, status_code=status, media_type=media_type)
+        return Response(body, media_type=media_type)
+    return FileResponse(body, media_type=media_type)
 
 
 @router.delete("/jobs/{jobId}", summary="Stop a job (its workers are killed) and delete it")
 def delete_job(jobId: JobId, caller: CurrentUser, services: ServicesDep) -> dict[str, str]:  # noqa: N803
     record = _job(services, caller, jobId)
-    assert services.jobs is not None
-    if record.status == JobStatus.RUNNING and not services.jobs.cancel_local(jobId):
+    assert services.execution is not None and services.execution.scheduler is not None
+    if record.status == JobStatus.RUNNING and not services.execution.scheduler.cancel_local(jobId):
         _store(services).request_cancel(jobId, caller.name)  # its server stops and deletes it
     else:
         _store(services).delete(jobId)

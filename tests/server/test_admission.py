@@ -12,7 +12,7 @@ import uvicorn
 from server import accounts
 from server.app import create_app
 from server.services import make_pool, open_services
-from tests.conftest import wait_for
+from tests.conftest import change_settings, wait_for
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_burst_gets_200_or_503_or_429_with_retry_after_and_nothing_else(small)
 
 def test_a_high_job_gives_workers_back_to_a_waiting_low_call(small):
     client, svc = small
-    svc.settings.worker_wait_s = 30.0  # long enough for the job to finish a task and give a worker back
+    change_settings(svc, worker_wait_s=30.0)  # long enough for the job to finish a task and give a worker back
     src = "def nap(i):\n    import time\n    time.sleep(0.3)\n    return i\n"
     assert client.post("/oml/api/pyqd/v1/scripts", json={"name": "nap", "script": src}).status_code == 201
     r = client.post(

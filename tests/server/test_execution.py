@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import change_settings, wait_for
 from tests.data import iris_frame
 
 RETURN_DF = """def return_df(num, scale):
@@ -286,7 +286,7 @@ def test_catalogs_and_writes_never_reach_the_database(api, alice, sql):
 
 
 def test_output_limit_is_oracles_error_1024(services, api, alice):
-    services.settings.output_limit = 5
+    change_settings(services, output_limit=5)
     api.script(alice, "many", "def many():\n    return list(range(6))\n")
     r = api.run(alice, "do-eval", "many")
     assert r.status_code == 400 and r.json() == {"errorCode": 1024, "errorMessage": "Output exceeds maximum length 5"}
@@ -313,7 +313,7 @@ def test_large_tables_are_read_in_batches(services, alice, api):
 
 
 def test_large_results_are_assembled_on_disk_streamed_and_cleaned_up(services, api, alice):
-    services.settings.result_spill_bytes = 64
+    change_settings(services, result_spill_bytes=64)
     api.table(alice, "NUMS", pd.DataFrame({"N": range(500)}))
     api.script(alice, "same", "def same(d):\n    return d\n")
     body = {

@@ -3,12 +3,13 @@ Content-Location (and no Location) when done, the result, deletion, v2 listing."
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pandas as pd
 import pytest
 
-from tests.conftest import own_pool_api, wait_for
+from tests.conftest import change_settings, own_pool_api, wait_for
 from tests.data import iris_frame
 
 SLOW = "def slow(t=0.2):\n    import time\n    time.sleep(t)\n    return {'slept': t}\n"
@@ -170,7 +171,7 @@ def test_deleting_a_running_job_frees_its_workers_at_once(small_api):
 
 def test_a_full_queue_answers_503_with_retry_after(small_api):
     api = small_api
-    api.services.settings.job_queue_limit = 0
+    change_settings(api.services, job_queue_limit=0)
     user = api.user("ALICE")
     api.script(user, "slow", SLOW)
     r = api.client.post("/oml/api/py-scripts/v1/do-eval/slow", headers=user, json={"asyncFlag": True})
@@ -183,9 +184,8 @@ def test_finished_jobs_are_purged_after_the_retention_time(small_api):
     api.script(user, "slow", SLOW)
     location = submit(api, user, "do-eval", "slow", {})
     wait_done(api, user, location)
-    api.services.jobs.config = api.services.jobs.config.__class__(
-        **{**api.services.jobs.config.__dict__, "retention_s": 0.0}
-    )
+    scheduler = api.services.execution.scheduler
+    scheduler.config = dataclasses.replace(scheduler.config, retention_s=0.0)
     wait_for(lambda: api.client.get(location, headers=user).status_code == 404)
 
 

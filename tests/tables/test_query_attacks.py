@@ -15,6 +15,7 @@ from tables import sqlite_query
 from tables.deadline import Deadline
 from tables.errors import QueryTimedOut
 from tables.gate import parse_query
+from tests.conftest import change_settings
 
 #: Seconds a synchronous call may run in these tests; attacks must end within it plus GRACE_S.
 LIMIT_S = 3.0
@@ -26,7 +27,7 @@ COUNT = "def count(d):\n    return int(len(d))\n"
 
 @pytest.fixture
 def alice(api):
-    api.services.settings.sync_time_limit_s = 120  # raised to a short LIMIT_S only by the tests on time
+    change_settings(api.services, sync_time_limit_s=120)  # raised to a short LIMIT_S only by the tests on time
     headers = api.user("ALICE")
     api.table(headers, "T", pd.DataFrame({"A": range(2000), "b": [f"v{i}" for i in range(2000)]}))
     api.script(headers, "echo", ECHO)
@@ -41,11 +42,11 @@ def run_query(api, alice, sql: str, script: str = "count"):
 
 
 def short_limit(api) -> None:
-    api.services.settings.sync_time_limit_s = LIMIT_S
+    change_settings(api.services, sync_time_limit_s=LIMIT_S)
 
 
 def assert_healthy(api, alice) -> None:
-    api.services.settings.sync_time_limit_s = 120
+    change_settings(api.services, sync_time_limit_s=120)
     r = api.run(alice, "table-apply", "count", {"input": "select * from t"})
     assert r.status_code == 200 and r.json() == {"result": 2000}, r.text
 

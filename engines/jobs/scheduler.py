@@ -1,5 +1,6 @@
 """Runs async jobs: claims queued ones (up to a concurrency limit), keeps their records alive with heartbeats
-and progress, stops the ones whose owners deleted them, and recovers jobs a stopped server left behind."""
+and progress, stops the ones whose owners deleted them, and recovers jobs a stopped server left behind. What a
+job runs is the execution service's business: the scheduler hands it the record and stores the outcome."""
 
 from __future__ import annotations
 
@@ -9,27 +10,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Protocol
 
 from engines.assemble import Body
-from engines.jobs import JobRecord, JobStatus, JobStore, utcnow
-from engines.runner import Execution
+from engines.errors import EngineFault, ExecutionError
+from engines.jobs.store import JobRecord, JobStore, utcnow
+from engines.runner import Progress
 
 log = logging.getLogger("pyqd.jobs")
 
 
-class Outcome(NamedTuple):
-    status: JobStatus
-    http_status: int
-    media_type: str
-    body: bytes | Body
-    error: str | None = None
-    #: The job was cancelled: forget it rather than store an answer.
-    cancelled: bool = False
+class Running(Protocol):
+    """What the scheduler needs of a job while it runs: its progress, and a way to stop it."""
+
+    progress: Progress
+
+    def cancel(self) -> None: ...
 
 
-#: Runs one job: prepares its Execution, hands it to `register` (for progress and cancellation), runs it.
-JobRunner = Callable[[JobRecord, Callable[[Execution], None]], Outcome]
+#: Runs one job: hands what runs to `register` (for progress and cancellation) and returns the outcome: the
+#: result body, the error, or None when the job was cancelled (it is forgotten, not answered).
+JobRunner = Callable[[JobRecord, Callable[[Running], None]], Body | ExecutionError | None]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class SchedulerConfig:
 class _Running:
     record: JobRecord
     thread: threading.Thread
-    execution: Execution | None = None
+    runner: Running | None = None
     cancelled: bool = False
 
 
@@ -82,8 +83,8 @@ class JobScheduler:
         with self._lock:
             running = list(self._running.values())
         for r in running:
-            if r.execution is not None:
-                r.execution.cancel()
+            if r.runner is not None:
+                r.runner.cancel()
         for r in running:
             r.thread.join(timeout=30)
 
@@ -100,9 +101,9 @@ class JobScheduler:
             if running is None:
                 return False
             running.cancelled = True
-            execution = running.execution
-        if execution is not None:
-            execution.cancel()
+            runner = running.runner
+        if runner is not None:
+            runner.cancel()
         running.thread.join(timeout=wait_s)
         return True
 
@@ -135,9 +136,9 @@ class JobScheduler:
             thread = threading.Thread(
                 target=self._execute, args=(record,), name=f"pyqd-job-{record.id[:8]}", daemon=True
             )
-            with self._lock:
+            with self._lock:  # started under the lock: a cancellation never finds it registered but not started
                 self._running[record.id] = _Running(record, thread)
-            thread.start()
+                thread.start()
 
     def _maintain(self) -> None:
         with self._lock:
@@ -154,50 +155,36 @@ class JobScheduler:
 
     @staticmethod
     def _progress(r: _Running) -> tuple[int, int | None]:
-        if r.execution is None:
+        if r.runner is None:
             return 0, None
-        return r.execution.progress.units_done, r.execution.progress.units_total
+        return r.runner.progress.units_done, r.runner.progress.units_total
 
-    def _register(self, job_id: str, execution: Execution) -> None:
+    def _register(self, job_id: str, runner: Running) -> None:
         with self._lock:
             running = self._running[job_id]
-            running.execution = execution
+            running.runner = runner
             cancelled = running.cancelled
         if cancelled:
-            execution.cancel()
+            runner.cancel()
 
     def _execute(self, record: JobRecord) -> None:
         try:
+            outcome: Body | ExecutionError | None
             try:
-                outcome = self._run(record, lambda ex: self._register(record.id, ex))
-            except Exception as e:  # noqa: BLE001 - a fault of ours: the job fails, the scheduler lives on
+                outcome = self._run(record, lambda running: self._register(record.id, running))
+            except Exception:  # noqa: BLE001 - a fault of ours: the job fails, the scheduler lives on
                 log.exception("job %s failed unexpectedly", record.id)
-                outcome = Outcome(
-                    JobStatus.FAILED,
-                    500,
-                    "application/json",
-                    b'{"errorCode":1500,"errorMessage":"Internal server error"}',
-                    str(e),
-                )
+                outcome = EngineFault("The job failed inside pyqd; the server log has the details")
             with self._lock:
                 running = self._running[record.id]
-                cancelled = running.cancelled or outcome.cancelled
+                cancelled = running.cancelled or outcome is None
                 progress = self._progress(running)
             if self._stop.is_set() and not cancelled:
                 self.store.requeue(record.id, self.config.server_id)
-            elif cancelled:
+            elif cancelled or outcome is None:
                 self.store.delete(record.id)
             else:
-                self.store.finish(
-                    record.id,
-                    self.config.server_id,
-                    outcome.status,
-                    outcome.http_status,
-                    outcome.media_type,
-                    outcome.body,
-                    outcome.error,
-                    progress,
-                )
+                self.store.finish(record.id, self.config.server_id, outcome, progress)
         finally:
             with self._lock:
                 self._running.pop(record.id, None)

@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from engines.assemble import Body
-from engines.models import Job
+from engines.errors import ExecutionError, JobAbandoned, TimeLimitExceeded
+from engines.jobs.models import Job
 
 WriteSession = Callable[[], AbstractContextManager[Session]]
 
@@ -61,7 +62,10 @@ class JobRecord:
     verb: str
     script_name: str
     source: str
+    script_owner: str | None
+    #: The parsed request and the submitting session, as JSON (`engines.calls.Call.from_record` reads them).
     request: str
+    session: str | None
     service: str
     status: JobStatus
     timeout_s: int
@@ -71,8 +75,8 @@ class JobRecord:
     attempts: int
     units_done: int
     units_total: int | None
-    http_status: int | None
-    media_type: str | None
+    #: The error a failed job ended with: its class name and message.
+    error_type: str | None
     error: str | None
 
     def elapsed(self, now: datetime | None = None) -> timedelta:
@@ -88,7 +92,9 @@ def _record(j: Job) -> JobRecord:
         j.verb,
         j.script_name,
         j.source,
+        j.script_owner,
         j.request,
+        j.session,
         j.service,
         JobStatus(j.status),
         j.timeout_s,
@@ -98,8 +104,7 @@ def _record(j: Job) -> JobRecord:
         j.attempts,
         j.units_done,
         j.units_total,
-        j.http_status,
-        j.media_type,
+        j.error_type,
         j.error,
     )
 
@@ -146,14 +151,13 @@ class JobStore:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
             return {status: int(n) for status, n in rows}
 
-    def answer(self, job_id: str) -> tuple[int, str, bytes | Path] | None:
-        """(HTTP status, media type, body) of a finished job; a large body is the path of its file."""
+    def result(self, job_id: str) -> bytes | Path | None:
+        """The result body of a FINISHED job (a large one is the path of its file); None otherwise."""
         with self.sessions() as session:
             j = session.get(Job, job_id)
-            if j is None or j.http_status is None:
+            if j is None or j.status != JobStatus.FINISHED:
                 return None
-            body = Path(j.body_path) if j.body_path else (j.body or b"")
-            return j.http_status, j.media_type or "application/json", body
+            return Path(j.body_path) if j.body_path else (j.body or b"")
 
     # -- running -------------------------------------------------------------------------------------------
     def claim_next(self, server_id: str) -> JobRecord | None:
@@ -195,16 +199,14 @@ class JobStore:
         self,
         job_id: str,
         server_id: str,
-        status: JobStatus,
-        http_status: int,
-        media_type: str,
-        body: bytes | Body,
-        error: str | None = None,
+        outcome: Body | ExecutionError,
         progress: tuple[int, int | None] | None = None,
     ) -> bool:
-        """Store the answer (a large one as a file); False if the job was deleted meanwhile."""
-        if isinstance(body, bytes):
-            body = Body(body, None, len(body))
+        """Store the outcome: a result body (a large one as a file) or an error. False if the job was deleted
+        meanwhile."""
+        if isinstance(outcome, ExecutionError):
+            return self._fail(job_id, server_id, outcome, progress)
+        body = outcome
         path = None
         if body.path is not None or body.size > self.spill_bytes:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -221,13 +223,21 @@ class JobStore:
                 if path is not None:
                     path.unlink(missing_ok=True)
                 return False
-            j.status, j.finished_at, j.http_status, j.media_type = status, utcnow(), http_status, media_type
-            j.body, j.body_path, j.body_size, j.error = (
-                (None if path else body.data),
-                (str(path) if path else None),
-                body.size,
-                error,
-            )
+            j.status, j.finished_at = JobStatus.FINISHED, utcnow()
+            j.body, j.body_path, j.body_size = (None if path else body.data), (str(path) if path else None), body.size
+            if progress is not None:
+                j.units_done, j.units_total = progress
+            return True
+
+    def _fail(
+        self, job_id: str, server_id: str, error: ExecutionError, progress: tuple[int, int | None] | None
+    ) -> bool:
+        with self.write_session() as session:
+            j = session.get(Job, job_id)
+            if j is None or j.claimed_by != server_id:
+                return False
+            j.status = JobStatus.TIMED_OUT if isinstance(error, TimeLimitExceeded) else JobStatus.FAILED
+            j.finished_at, j.error_type, j.error = utcnow(), type(error).__name__, str(error)
             if progress is not None:
                 j.units_done, j.units_total = progress
             return True
@@ -281,14 +291,8 @@ class JobStore:
                 if j.cancel_requested:
                     session.delete(j)
                 elif j.attempts >= max_attempts:
-                    j.status, j.finished_at, j.http_status, j.media_type = (
-                        JobStatus.FAILED,
-                        now,
-                        500,
-                        "application/json",
-                    )
+                    j.status, j.finished_at, j.error_type = JobStatus.FAILED, now, JobAbandoned.__name__
                     j.error = f"The server restarted while the job ran ({j.attempts} attempt(s)); it was not run again"
-                    j.body = _error_body(1051, j.error)
                     failed.append(j.id)
                 else:
                     j.status, j.claimed_by, j.heartbeat_at = JobStatus.QUEUED, None, None
@@ -304,9 +308,3 @@ class JobStore:
             if rows:
                 session.execute(delete(Job).where(Job.id.in_([r[0] for r in rows])))
             return len(rows)
-
-
-def _error_body(code: int, message: str) -> bytes:
-    import orjson
-
-    return orjson.dumps({"errorCode": code, "errorMessage": message})

@@ -1,4 +1,4 @@
-"""Tables of the engine: async jobs, durable across restarts."""
+"""The engine's table: async jobs, durable across restarts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ class EnginesBase(DeclarativeBase):
 
 
 class Job(EnginesBase):
-    """One async execution: what to run, where it is, and (once done) the answer a sync call would give."""
+    """One async call: what to run (the parsed request, the script's source, who it speaks for), where it is,
+    and once done its outcome: a result body, or an error (its class name and message). No HTTP here: the server
+    turns the outcome into the answer."""
 
     __tablename__ = "pyqd_jobs"
 
@@ -25,8 +27,12 @@ class Job(EnginesBase):
     script_name: Mapped[str] = mapped_column(String(128))
     #: The script's source as it was at submission (a later change or drop does not change the job).
     source: Mapped[str] = mapped_column(Text)
-    #: The request body (JSON), to prepare the call again after a restart.
+    #: The owner of the script (another owner's script runs on workers of its own; None: unknown, treated so).
+    script_owner: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    #: The parsed request (`engines.spec.ApplyRequest` as JSON).
     request: Mapped[str] = mapped_column(Text)
+    #: The submitting session (`engines.calls.Session` as JSON): the job's `import oml` speaks for it.
+    session: Mapped[str | None] = mapped_column(Text, nullable=True)
     service: Mapped[str] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(10), index=True)
     timeout_s: Mapped[int] = mapped_column(Integer)
@@ -40,10 +46,10 @@ class Job(EnginesBase):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     units_done: Mapped[int] = mapped_column(Integer, default=0)
     units_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    #: The answer: HTTP status, media type, and body (in the row, or spilled to a file for large results).
-    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    media_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The result body (in the row, or spilled to a file for large results), once FINISHED.
     body: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
     body_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
     body_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The error, once FAILED or TIMED_OUT: the class name of an `engines.errors.ExecutionError`, and its message.
+    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

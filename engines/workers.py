@@ -1,0 +1,48 @@
+"""The seam between running a call and the processes that run its tasks.
+
+A `Runner` needs only this of its workers: take some for a user's key, run a task on one (answering the
+script's `import oml` requests meanwhile), kill one, give them back. `engines.pool.WorkerPool` implements it
+with sandboxed local processes; `engines.inline.InlinePool` runs the same worker runtime in this process, for
+fast tests of everything above the processes. Nothing above the seam knows which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+from engines.pool import RequestHandler
+from engines.protocol import Task, UnitResult
+
+
+class Worker(Protocol):
+    #: Killed (by a time limit, a cancellation, or for breaking the rules): it must not be used again.
+    killed: bool
+
+    def run(
+        self, task: Task, data: list[bytes], timeout_s: float, on_request: RequestHandler | None = None
+    ) -> list[UnitResult]:
+        """The task's results, one per unit, stopping at the first failure; `engines.pool.WorkerTimedOut` past
+        `timeout_s`, `engines.pool.WorkerDied` when the worker died or was killed meanwhile."""
+        ...
+
+    def kill(self, reason: str | None = None) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
+class Workers(Protocol[W]):
+    #: Most workers there are (a call's parallelism is capped by it).
+    @property
+    def size(self) -> int: ...
+
+    def acquire(self, user: str, n: int, timeout_s: float) -> Sequence[W]:
+        """Up to `n` workers for the key `user` (at least one), or `engines.errors.PoolBusy` after `timeout_s`."""
+        ...
+
+    def release(self, worker: W, healthy: bool = True) -> None: ...
+
+    def waiting(self) -> int:
+        """Callers waiting for a worker (a running call gives workers back between tasks when this is > 0)."""
+        ...
