@@ -14,6 +14,7 @@ import pandas as pd
 
 from oml import _connection
 from oml._connection import PY_SCRIPTS, PYQD
+from oml._source import parse_script
 from oml.errors import NotFoundError
 
 #: Repository script names (the server's rule): a plain name, never source code.
@@ -55,20 +56,16 @@ class Callable:
 
 
 def compile_function(name: str, source: str) -> _Callable[..., Any]:
-    """Run a script's source in a fresh namespace and return its function: the one named like the script,
-    else the first one defined (the repository checks scripts by the same rule). Tracebacks show the
-    script's name as the file name, with its lines."""
-    import ast
+    """Run a script's source in a fresh namespace and return its function (`oml._source.parse_script` says which;
+    the repository checks scripts by the same rule). Tracebacks show the script's name as the file name, with
+    its lines."""
     import linecache
 
-    tree = ast.parse(source, filename=name)
-    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
-    if not functions:
-        raise ValueError(f"script {name} defines no function")
+    tree, entry = parse_script(name, source)
     linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)
     namespace: dict[str, Any] = {"__name__": f"oml_script_{name}"}
     exec(compile(tree, name, "exec"), namespace)  # noqa: S102 - running the user's own code is the point
-    return namespace[name if name in functions else functions[0]]
+    return namespace[entry]
 
 
 def source_of(func: Any) -> str:
