@@ -8,7 +8,7 @@ per unit, stopping at the first failure. Nothing a worker sends is unpickled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["eval", "table", "row", "group", "index"]
 InputType = Literal["default", "pandas.DataFrame", "numpy.recarray"]
@@ -26,6 +26,13 @@ class Unit:
     index: int | None = None
     #: Position of this unit's record batch in the task's Arrow stream (None: no data).
     batch: int | None = None
+    #: The unit's input (a pyarrow RecordBatch) while the server holds it; it travels as Arrow IPC beside the
+    #: task, never in its header (the worker's units have None here).
+    data: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.data is None else int(self.data.num_rows)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from engines.errors import (
     WorkerCrashed,
 )
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
-from engines.protocol import Task, UnitResult
+from engines.protocol import Task, Unit, UnitResult
 from engines.spec import Call
 from engines.workers import Worker, Workers
 from tables.errors import TablesError
@@ -98,7 +98,7 @@ class Runner:
         self._active = 0
         self._pending: dict[int, list[UnitResult]] = {}
         self._next_seq = 0
-        self._bundle_rows = u.BUNDLE_ROWS
+        self._task_rows = u.TASK_ROWS
         #: Signalled when results are handed on in order (the producer waits so as not to run too far ahead).
         self._advanced = threading.Condition(self._lock)
         #: Seconds spent waiting for workers, and running on them.
@@ -160,11 +160,11 @@ class Runner:
         self._fail(Cancelled())
 
     # -- producer --------------------------------------------------------------------------------------
-    def _pieces(self) -> Iterator[u.Piece]:
+    def _units(self) -> Iterator[Unit]:
         req = self.call.request
         if req.kind == "eval":
             self.progress.units_total = 1
-            return iter([u.Piece(u.Unit(""))])
+            return iter([Unit("")])
         if req.kind == "index":
             assert req.times is not None
             self.progress.units_total = req.times
@@ -180,30 +180,30 @@ class Runner:
         return u.groups(batches, list(self.group_columns))
 
     def _peek_first(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Look at the first batch to size bundles: a small input (all of it in the first batch) is spread over
+        """Look at the first batch to size tasks: a small input (all of it in the first batch) is spread over
         every worker instead of travelling to one worker in one message."""
         first = next(batches, None)
         if first is not None:
             spread = max(1, min(self.dop, os.cpu_count() or 1))  # more pieces than cores only add messages
-            self._bundle_rows = max(1, min(u.BUNDLE_ROWS, math.ceil(first.num_rows / spread)))
+            self._task_rows = max(1, min(u.TASK_ROWS, math.ceil(first.num_rows / spread)))
             yield first
         yield from batches
 
     def _rows_per_task(self) -> int:
-        return self._bundle_rows
+        return self._task_rows
 
     def _tasks(self) -> Iterator[tuple[int, Task, list[bytes]]]:
         """The call's worker messages, in order, made as the input is read."""
         req = self.call.request
-        max_units = u.BUNDLE_UNITS
+        max_units = u.TASK_UNITS
         if req.kind == "index" and req.times:
             max_units = max(1, math.ceil(req.times / (self.dop * 4)))
         count = 0
-        for seq, bundle in enumerate(u.bundles(self._pieces(), max_units=max_units, max_rows=self._rows_per_task)):
-            count += len(bundle)
-            data = [p.data for p in bundle if p.data is not None]
+        for seq, group in enumerate(u.per_task(self._units(), max_units=max_units, max_rows=self._rows_per_task)):
+            count += len(group)
+            data = [unit.data for unit in group if unit.data is not None]
             positions = iter(range(len(data)))
-            units = [u.Unit(p.unit.name, p.unit.index, None if p.data is None else next(positions)) for p in bundle]
+            units = [Unit(x.name, x.index, None if x.data is None else next(positions)) for x in group]
             messages = u.encode(data)
             yield (
                 seq,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,21 +11,9 @@ import pyarrow.compute as pc
 from engines.errors import InvalidApplyRequest
 from engines.protocol import Unit
 
-#: Small chunks are sent to a worker several at a time, up to this many rows or units per message.
-BUNDLE_ROWS = 16_384
-BUNDLE_UNITS = 512
-
-
-@dataclass
-class Piece:
-    """A unit and its input (None for do-eval and index-apply)."""
-
-    unit: Unit
-    data: pa.RecordBatch | None = None
-
-    @property
-    def rows(self) -> int:
-        return 0 if self.data is None else self.data.num_rows
+#: Small chunks are sent to a worker several at a time, up to this many rows or units per task.
+TASK_ROWS = 16_384
+TASK_UNITS = 512
 
 
 def combine(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatch:
@@ -39,12 +26,12 @@ def combine(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatch:
     return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
-def whole(batches: Iterable[pa.RecordBatch]) -> Iterator[Piece]:
+def whole(batches: Iterable[pa.RecordBatch]) -> Iterator[Unit]:
     """table-apply: the whole input as one unit."""
-    yield Piece(Unit(""), combine(batches))
+    yield Unit("", data=combine(batches))
 
 
-def chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[Piece]:
+def chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[Unit]:
     """row-apply: consecutive chunks of `rows` rows (the last may be smaller), named 1, 2, ..."""
     pending: list[pa.RecordBatch] = []
     have = 0
@@ -58,11 +45,11 @@ def chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[Piece]:
             offset += take
             if have == rows:
                 n += 1
-                yield Piece(Unit(str(n)), pending[0] if len(pending) == 1 else combine(pending))
+                yield Unit(str(n), data=pending[0] if len(pending) == 1 else combine(pending))
                 pending, have = [], 0
     if have:
         n += 1
-        yield Piece(Unit(str(n)), pending[0] if len(pending) == 1 else combine(pending))
+        yield Unit(str(n), data=pending[0] if len(pending) == 1 else combine(pending))
 
 
 def group_key(values: tuple) -> str:
@@ -70,7 +57,7 @@ def group_key(values: tuple) -> str:
     return "_".join("null" if v is None else v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values)
 
 
-def groups(batches: Iterable[pa.RecordBatch], columns: list[str]) -> Iterator[Piece]:
+def groups(batches: Iterable[pa.RecordBatch], columns: list[str]) -> Iterator[Unit]:
     """group-apply: rows arrive sorted by `columns`; each run of equal keys is one unit."""
     pending: list[pa.RecordBatch] = []
     key: tuple | None = None
@@ -85,12 +72,12 @@ def groups(batches: Iterable[pa.RecordBatch], columns: list[str]) -> Iterator[Pi
             end = starts[i + 1] if i + 1 < len(starts) else batch.num_rows
             row_key = tuple(batch.column(c)[start].as_py() for c in columns)
             if key is not None and row_key != key:
-                yield Piece(Unit(group_key(key)), combine(pending))
+                yield Unit(group_key(key), data=combine(pending))
                 pending = []
             key = row_key
             pending.append(batch.slice(start, end - start))
     if key is not None:
-        yield Piece(Unit(group_key(key)), combine(pending))
+        yield Unit(group_key(key), data=combine(pending))
 
 
 def _run_starts(batch: pa.RecordBatch, columns: list[str]) -> list[int]:
@@ -108,28 +95,28 @@ def _run_starts(batch: pa.RecordBatch, columns: list[str]) -> list[int]:
     return [0] + [i + 1 for i in pc.indices_nonzero(changed).to_pylist()]
 
 
-def indexes(times: int) -> Iterator[Piece]:
+def indexes(times: int) -> Iterator[Unit]:
     """index-apply: the function is called with 1..times."""
     for i in range(1, times + 1):
-        yield Piece(Unit(str(i), index=i))
+        yield Unit(str(i), index=i)
 
 
-def bundles(
-    pieces: Iterable[Piece], *, max_rows: int | Callable[[], int] = BUNDLE_ROWS, max_units: int = BUNDLE_UNITS
-) -> Iterator[list[Piece]]:
-    """Group consecutive pieces into worker messages: small chunks travel together. `max_rows` may be a
-    callable, read as each bundle fills (the producer learns the input's size only as it reads)."""
-    bundle: list[Piece] = []
+def per_task(
+    units: Iterable[Unit], *, max_rows: int | Callable[[], int] = TASK_ROWS, max_units: int = TASK_UNITS
+) -> Iterator[list[Unit]]:
+    """Group consecutive units into the units of one task each: small chunks travel together. `max_rows` may be
+    a callable, read as each task fills (the producer learns the input's size only as it reads)."""
+    group: list[Unit] = []
     rows = 0
-    for piece in pieces:
+    for unit in units:
         limit = max_rows() if callable(max_rows) else max_rows
-        if bundle and (rows + piece.rows > limit or len(bundle) >= max_units):
-            yield bundle
-            bundle, rows = [], 0
-        bundle.append(piece)
-        rows += piece.rows
-    if bundle:
-        yield bundle
+        if group and (rows + unit.rows > limit or len(group) >= max_units):
+            yield group
+            group, rows = [], 0
+        group.append(unit)
+        rows += unit.rows
+    if group:
+        yield group
 
 
 def encode(batches: list[pa.RecordBatch]) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""Cutting input into units: chunk sizes, group boundaries across batches, bundles, IPC encoding."""
+"""Cutting input into units: chunk sizes, group boundaries across batches, tasks, IPC encoding."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def batches_of(values: list, size: int, **extra: list) -> list[pa.RecordBatch]:
 
 def test_chunks_have_rows_rows_across_batch_boundaries():
     pieces = list(u.chunks(batches_of(list(range(23)), 7), 5))
-    assert [p.unit.name for p in pieces] == ["1", "2", "3", "4", "5"]
+    assert [p.name for p in pieces] == ["1", "2", "3", "4", "5"]
     assert [p.rows for p in pieces] == [5, 5, 5, 5, 3]
     assert [v for p in pieces for v in p.data.column("x").to_pylist()] == list(range(23))
 
@@ -22,19 +22,19 @@ def test_chunks_have_rows_rows_across_batch_boundaries():
 def test_groups_split_on_key_changes_even_inside_and_across_batches():
     keys = ["a", "a", "a", "b", "b", None, None, "c"]
     pieces = list(u.groups(batches_of(list(range(8)), 3, k=keys), ["k"]))
-    assert [p.unit.name for p in pieces] == ["a", "b", "null", "c"]
+    assert [p.name for p in pieces] == ["a", "b", "null", "c"]
     assert [p.data.column("x").to_pylist() for p in pieces] == [[0, 1, 2], [3, 4], [5, 6], [7]]
 
 
 def test_multi_column_group_keys_join_with_underscore():
     pieces = list(u.groups(batches_of([1, 2, 3], 10, g=["M", "M", "F"], y=[2020, 2021, 2021]), ["g", "y"]))
-    assert [p.unit.name for p in pieces] == ["M_2020", "M_2021", "F_2021"]
+    assert [p.name for p in pieces] == ["M_2020", "M_2021", "F_2021"]
 
 
-def test_bundles_carry_small_chunks_together():
+def test_tasks_carry_small_chunks_together():
     pieces = list(u.chunks(batches_of(list(range(100)), 100), 5))
-    bundles = list(u.bundles(pieces, max_rows=40))
-    assert [len(b) for b in bundles] == [8, 8, 4]
+    tasks = list(u.per_task(pieces, max_rows=40))
+    assert [len(b) for b in tasks] == [8, 8, 4]
 
 
 def test_encode_shares_a_stream_per_schema():
