@@ -150,17 +150,19 @@ class ExecutionBody(BaseModel):
         else:
             requested = self.parallel
             parallel = flag or (requested or 0) > 1
-        return ApplyRequest(
+        # The fields were validated above: build without validating again (this is on every call's path).
+        verb = self.__dict__  # the verb's own fields (`input`, `rows`, ...), absent from other verbs' bodies
+        return ApplyRequest.model_construct(
             kind=kind,
             kwargs=kwargs,
             input_type=input_type,
             na_omit=_flag(None, controls, "oml_na_omit"),
             graphics=_flag(self.graphicsFlag, controls, "oml_graphics_flag"),
-            input=getattr(self, "input", None),
-            rows=getattr(self, "rows", None),
-            group_by=tuple(getattr(self, "groupBy", ())),
-            order_by=tuple(getattr(self, "orderBy", None) or ()),
-            times=getattr(self, "times", None),
+            input=verb.get("input"),
+            rows=verb.get("rows"),
+            group_by=tuple(verb.get("groupBy") or ()),
+            order_by=tuple(verb.get("orderBy") or ()),
+            times=verb.get("times"),
             parallel=parallel,
             requested_dop=requested,
             service=service.upper(),
