@@ -4,7 +4,7 @@ converted to domain outcomes, and still answer as they did."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from alembic import command
 from alembic.config import Config
@@ -35,7 +35,7 @@ def test_old_job_records_are_converted_and_answer_as_before(settings):
     engine = create_metadata_engine(settings)
     run_migrations(engine)
     _to(engine, "0003", "downgrade")
-    now = datetime(2026, 11, 1, 12, 0, 0)
+    now = datetime.now(UTC).replace(tzinfo=None)  # recent: finished jobs are purged after the retention time
     session = {"sub": "ALICE", "sid": "s1", "oat": 1, "cid": None}
     rows = [
         # finished, with its answer in the row
