@@ -71,3 +71,37 @@ def test_path_names_carry_the_patterns_the_server_checks(api):
     alice = api.user("alice")
     r = api.client.get("/oml/api/pyqd/v1/tables/1abc", headers=alice)
     assert r.status_code == 400 and r.json()["errorCode"] == 1000
+
+
+@SQLITE_ONLY
+def test_execution_bodies_have_real_schemas_and_their_examples_validate(api):
+    import jsonschema
+
+    from engines.spec import ADHOC_BODIES, BODIES
+
+    doc = api.client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for kind, verb in (
+        ("eval", "do-eval"),
+        ("table", "table-apply"),
+        ("row", "row-apply"),
+        ("group", "group-apply"),
+        ("index", "index-apply"),
+    ):
+        for path, models in (
+            (f"/oml/api/py-scripts/v1/{verb}/{{scriptName}}", BODIES),
+            (f"/oml/api/pyqd/v1/run/{verb}", ADHOC_BODIES),
+        ):
+            body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            name = body["$ref"].rsplit("/", 1)[1]
+            schema = schemas[name]
+            assert schema["type"] == "object" and "parameters" in schema["properties"], name
+            examples = schema["examples"]
+            assert examples
+            for example in examples:
+                jsonschema.validate(example, {**schema, "components": doc["components"]})
+                models[kind].model_validate(example).to_request(kind)
+    row = schemas["RowApplyBody"]
+    assert set(row["required"]) == {"input", "rows"}
+    # `parameters` is documented as what OML sends: a string holding JSON
+    assert row["properties"]["parameters"]["type"] == "string"
