@@ -79,7 +79,7 @@ def _parameters(value: object) -> object:
 
 
 OmlBool = Annotated[bool, BeforeValidator(_oml_bool)]
-Columns = Annotated[list[str], BeforeValidator(_columns)]
+Columns = Annotated[str | list[str], BeforeValidator(_columns)]  # validated into a list of names
 Parameters = Annotated[
     Json[dict[str, Any]],
     BeforeValidator(_parameters),
