@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from cachetools import TTLCache
+from cachetools import Cache, TTLCache
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -39,7 +39,10 @@ class LookupCache(Generic[K, V]):
         if self._items is None:
             return None
         with self._lock:
-            return self._items.get(key)
+            try:
+                return self._items[key]  # (get() would look the key up twice)
+            except KeyError:
+                return None
 
     def put(self, key: K, value: V, epoch: int) -> None:
         """Keep `value` unless something was forgotten since `epoch` (it may have been read before the change)."""
@@ -67,8 +70,12 @@ class LookupCache(Generic[K, V]):
             if match is None:
                 self._items.clear()
                 return
-            for key in [k for k in self._items.keys() if match(k)]:
-                self._items.pop(key, None)
+            # Cache.__iter__ walks the plain keys: TTLCache's own iterator reads the clock once per key.
+            for key in [k for k in Cache.__iter__(self._items) if match(k)]:
+                try:
+                    del self._items[key]
+                except KeyError:  # it had expired (and is gone all the same)
+                    pass
 
     def __len__(self) -> int:
         return len(self._items) if self._items is not None else 0

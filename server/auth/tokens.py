@@ -127,12 +127,13 @@ class TokenSigner:
 
     def decode(self, token: str) -> TokenClaims:
         """Verify signature, algorithm and expiry; raise TokenInvalid otherwise."""
-        with self._verified_lock:
-            claims = self._verified.get(token)
-        if claims is None:
+        try:
+            with self._verified_lock:
+                claims = self._verified[token]
+        except KeyError:
             claims = self._verify(token)
             with self._verified_lock:
-                self._verified[token] = claims  # (not kept once expired)
+                self._verified[token] = claims  # (an expired one is not kept)
         if time.time() >= claims.expires_at:  # as PyJWT: expired once now reaches exp
             raise TokenInvalid("The access token has expired")
         return claims
