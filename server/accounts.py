@@ -28,6 +28,7 @@ def set_password(services: Services, name: str, password: str) -> None:
     """Change a password (at least PYQD_PASSWORD_MIN_LENGTH characters); the user's tokens stop working."""
     with write_session(services.sessions) as session:
         auth_service.set_password(session, name, password, min_length=services.settings.password_min_length)
+    services.forget_sessions(user=name.upper())
 
 
 def remove_user(services: Services, name: str, *, removed_by: str | None = None) -> None:
@@ -40,6 +41,10 @@ def remove_user(services: Services, name: str, *, removed_by: str | None = None)
         ds.drop_owner(session, user.name)
         tbl.drop_owner(session, services.user_data, user.name)
         auth_service.remove_user(session, user.name)
+        name = user.name
+    services.forget_sessions(user=name)
+    services.forget_scripts()  # their scripts, and those granted to them
+    services.forget_datastore_generation()
 
 
 #: Name of the administrator created on first start.

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import errors, openapi
 from server.accounts import ADMIN_NAME, bootstrap_admin
@@ -78,7 +77,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))
     app.add_middleware(versions.deprecation_headers)  # type: ignore[arg-type]
-    app.add_middleware(_forget_lookups_on_change, app_state=app.state)  # type: ignore[arg-type]
     app.add_middleware(app.state.metrics.middleware)  # type: ignore[arg-type]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
@@ -88,33 +86,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         return openapi.downgrade(app.openapi())
 
     return app
-
-
-#: Writes that change what the lookup caches hold (token sessions, users, clients, scripts and their grants,
-#: the datastore generation).
-_CHANGES = ("/pyqd/v1/scripts", "/pyqd/v1/datastores", "/pyqd/v1/admin/", "/token/revoke")
-
-
-def _forget_lookups_on_change(app: ASGIApp, app_state: Any) -> ASGIApp:
-    """Clear the session and script caches when such a write succeeds, before its answer goes out (so the
-    caller's next request already sees the change)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if scope.get("method") not in ("POST", "PUT", "DELETE") or not any(c in path for c in _CHANGES):
-            await app(scope, receive, send)
-            return
-
-        async def forget(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                services = getattr(app_state, "services", None)
-                if services is not None:
-                    services.forget_lookups()
-            await send(message)
-
-        await app(scope, receive, forget)
-
-    return wrapped
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -103,19 +103,21 @@ async def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """Verify the bearer token (signature, expiry, revocation, password changes) → the caller. A session that
-    checked out is trusted for `PYQD_LOOKUP_CACHE_S` without asking the database again. A script token is
+    checked out is trusted for `PYQD_LOOKUP_CACHE_S` without asking the database again (a revocation, password
+    change or removal made through this server forgets it at once: `Services.forget_sessions`). A script token is
     accepted only on SCRIPT_ROUTES, and never speaks as an administrator."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise TokenInvalid("Missing bearer token")
     claims = services.signer.decode(credentials.credentials)
     if claims.is_script and endpoint_name(request) not in SCRIPT_ROUTES:
         raise Forbidden("A script's token cannot be used for this operation")
-    key = (claims.sid, claims.user, claims.first_issued_ms, claims.client_id, claims.is_script)
+    key = claims.session_key
+    epoch = services.auth_cache.epoch
     cached: Caller | None = services.auth_cache.get(key)
     if cached is not None:
         return cached
     caller = await run_in_threadpool(_check, services, claims)
-    services.auth_cache.put(key, caller)
+    services.auth_cache.put(key, caller, epoch)
     return caller
 
 

@@ -22,7 +22,7 @@ from server.bridge import TokenSource
 from server.db import write_session
 from server.deps import Caller
 from server.errors import BadRequest
-from server.services import Services
+from server.services import DATASTORE_GENERATION, Services
 from server.settings import Settings
 
 #: What the Python client asks for with `"resultFormat": "pickle"`.
@@ -197,7 +197,7 @@ def datastore_generation(services: Services) -> str:
         with services.sessions() as session:
             return f"{services.instance}:{ds.generation(session)}"
 
-    return services.script_cache.get_or_load("datastore-generation", load)
+    return services.script_cache.get_or_load(DATASTORE_GENERATION, load)
 
 
 def session_to_json(claims: TokenClaims) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from engines.pool import PoolConfig, WorkerPool
 from server.auth import service as auth_service
 from server.auth.keys import load_signing_key
 from server.auth.throttle import LoginThrottle, ThrottleConfig
-from server.auth.tokens import TokenSigner
-from server.cache import TTLCache
+from server.auth.tokens import SessionKey, TokenSigner
+from server.cache import LookupCache
 from server.db import create_metadata_engine, run_migrations, session_factory
 from server.settings import Settings
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 from tables.pg_store import PostgresStore
 from tables.sqlite_store import SqliteStore
 from tables.store import UserDataStore
+
+#: The key under which `script_cache` keeps the datastore generation.
+DATASTORE_GENERATION = "datastore-generation"
 
 
 @dataclass
@@ -41,18 +44,41 @@ class Services:
     bridge: AppBridge | None = None
     #: Runs calls and async jobs (`server.execution.open_execution`); started by the app's lifespan.
     execution: ExecutionService | None = None
-    #: Token sessions and scripts recently checked (cleared by every change made through this server).
-    auth_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
-    script_cache: TTLCache[Any] = field(default_factory=lambda: TTLCache(0))
+    #: Token sessions recently checked: SessionKey → the caller (server.deps.current_user).
+    auth_cache: LookupCache[SessionKey, Any] = field(default_factory=lambda: LookupCache(0))
+    #: Scripts recently resolved, by (caller, script name, owner asked for), and the datastore generation
+    #: under DATASTORE_GENERATION (server.execution).
+    script_cache: LookupCache[Any, Any] = field(default_factory=lambda: LookupCache(0))
     #: Failed logins per user and address (see server.auth.throttle).
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleConfig()))
     #: Identifies these services (this process's view of its stores) to workers.
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
 
-    def forget_lookups(self) -> None:
-        """Drop cached sessions and scripts (after a change to users, tokens, scripts or grants)."""
-        self.auth_cache.clear()
-        self.script_cache.clear()
+    # Each change forgets what it invalidates right after its commit, before its answer goes out, so the next
+    # request through this server already sees it.
+
+    def forget_sessions(self, *, user: str | None = None, sid: str | None = None, client_id: str | None = None) -> None:
+        """Drop the checked sessions of a user (password change, removal), of one session (revoked) or of an API
+        client (removed)."""
+        self.auth_cache.forget(
+            lambda k: (
+                (user is not None and k.user == user)
+                or (sid is not None and k.sid == sid)
+                or (client_id is not None and k.client_id == client_id)
+            )
+        )
+
+    def forget_script(self, name: str) -> None:
+        """Drop every lookup of scripts called `name` (created, replaced, dropped, granted or revoked)."""
+        self.script_cache.forget(lambda k: isinstance(k, tuple) and len(k) == 3 and k[1] == name)
+
+    def forget_scripts(self) -> None:
+        """Drop every script lookup and the datastore generation (a user removed with all they owned)."""
+        self.script_cache.forget()
+
+    def forget_datastore_generation(self) -> None:
+        """Drop the datastore generation (any datastore, object or grant changed)."""
+        self.script_cache.forget(lambda k: k == DATASTORE_GENERATION)
 
     def close(self) -> None:
         pool = getattr(self.user_data, "adbc_pool", None)
@@ -102,8 +128,8 @@ def open_services(settings: Settings, *, migrate: bool = True) -> Services:
     else:
         user_data = PostgresStore(engine, roles=settings.pg_roles, role_prefix=settings.pg_role_prefix)
     svc = Services(settings, engine, session_factory(engine), signer, user_data)
-    svc.auth_cache = TTLCache(settings.lookup_cache_s)
-    svc.script_cache = TTLCache(settings.lookup_cache_s)
+    svc.auth_cache = LookupCache(settings.lookup_cache_s)
+    svc.script_cache = LookupCache(settings.lookup_cache_s)
     svc.login_throttle = LoginThrottle(
         ThrottleConfig(
             user_max_failures=settings.login_user_max_failures,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jwt
+from cachetools import TLRUCache
 
 from server.auth.errors import RefreshDenied, TokenInvalid
 
@@ -16,10 +19,21 @@ ALGORITHM = "HS256"
 #: Claims every token must carry. (No `iat`: `oat` and `exp` say all we need, and old APEX keeps
 #: tokens in VARCHAR2(255), so every byte counts.)
 REQUIRED_CLAIMS = ["sub", "sid", "exp", "oat"]
-#: How many verified tokens `TokenSigner.decode` remembers (forgets them all when full).
+#: How many verified tokens `TokenSigner.decode` remembers (past it, the least recently used go first).
 VERIFIED_CACHE_SIZE = 4096
 #: `scp` claim of a script token: the narrow identity of one call's `import oml` (see `issue_script`).
 SCRIPT_SCOPE = "script"
+
+
+class SessionKey(NamedTuple):
+    """What a session check of a token depends on (the key of `Services.auth_cache`): every token of one session,
+    its refreshes and its script tokens share it, save for `is_script`."""
+
+    sid: str
+    user: str
+    first_issued_ms: int
+    client_id: str | None
+    is_script: bool
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,10 @@ class TokenClaims:
         return self.scope is not None
 
     @property
+    def session_key(self) -> SessionKey:
+        return SessionKey(self.sid, self.user, self.first_issued_ms, self.client_id, self.is_script)
+
+    @property
     def first_issued_at(self) -> float:
         """The first issue in seconds since the epoch."""
         return self.first_issued_ms / 1000
@@ -65,11 +83,14 @@ class TokenSigner:
         self._key = key
         self.ttl_s = ttl_s
         self.max_age_s = max_age_s
-        #: Tokens whose signature and claims checked out, by their exact text. A client sends the same token
-        #: on every call; verifying it again costs more than the rest of a trivial call's auth. Only expiry
-        #: can change for an unchanged string, and it is checked on every hit. Revocation is not a property
-        #: of the token: the caller checks the session either way.
-        self._verified: dict[str, TokenClaims] = {}
+        #: Tokens whose signature and claims checked out, by their exact text, until they expire. A client sends
+        #: the same token on every call; verifying it again costs more than the rest of a trivial call's auth.
+        #: Only expiry can change for an unchanged string, and it is checked on every hit. Revocation is not a
+        #: property of the token: the caller checks the session either way, so nothing here is ever invalidated.
+        self._verified: TLRUCache[str, TokenClaims] = TLRUCache(
+            VERIFIED_CACHE_SIZE, ttu=lambda _token, claims, _now: claims.expires_at, timer=lambda: time.time()
+        )
+        self._verified_lock = threading.Lock()
 
     def issue(
         self, user: str, *, client_id: str | None = None, now: float | None = None, ttl_s: int | None = None
@@ -106,16 +127,15 @@ class TokenSigner:
 
     def decode(self, token: str) -> TokenClaims:
         """Verify signature, algorithm and expiry; raise TokenInvalid otherwise."""
-        claims = self._verified.get(token)
-        if claims is not None:
-            if time.time() >= claims.expires_at:  # as PyJWT: expired once now reaches exp
-                self._verified.pop(token, None)
-                raise TokenInvalid("The access token has expired")
-            return claims
-        claims = self._verify(token)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = claims
+        try:
+            with self._verified_lock:
+                claims = self._verified[token]
+        except KeyError:
+            claims = self._verify(token)
+            with self._verified_lock:
+                self._verified[token] = claims  # (an expired one is not kept)
+        if time.time() >= claims.expires_at:  # as PyJWT: expired once now reaches exp
+            raise TokenInvalid("The access token has expired")
         return claims
 
     def _verify(self, token: str) -> TokenClaims:

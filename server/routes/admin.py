@@ -88,10 +88,11 @@ async def create_client(body: ClientCreate, _: AdminUser, services: ServicesDep)
 
 @router.delete("/clients/{client_id}", summary="Remove an API client (its tokens stop working)")
 def remove_client(
-    client_id: Annotated[str, Path(max_length=64)], _: AdminUser, session: WriteSessionDep
+    client_id: Annotated[str, Path(max_length=64)], _: AdminUser, services: ServicesDep, session: WriteSessionDep
 ) -> dict[str, Any]:
     auth_service.remove_client(session, client_id)
     session.commit()
+    services.forget_sessions(client_id=client_id)
     return {"result": "client removed"}
 
 

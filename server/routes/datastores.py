@@ -134,6 +134,7 @@ async def save_datastore(name: DsName, request: Request, caller: CurrentUser, se
             # The part's spooled file (on disk past 1 MiB): read one object at a time while storing it.
             objects.append(ds.ObjectIn(key, value.file, m.class_name, m.length, m.row_count, m.col_count))
         info = await run_in_threadpool(_save, services, caller.name, name, objects, meta)
+    services.forget_datastore_generation()
     return {"result": datastore_item(info)}
 
 
@@ -192,29 +193,37 @@ def load_object(
 def delete_datastore(
     name: DsName,
     caller: CurrentUser,
+    services: ServicesDep,
     session: WriteSessionDep,
     objects: Annotated[list[str] | None, Query(description="Objects to delete; all if absent")] = None,
 ) -> dict[str, Any]:
     deleted = ds.delete_datastore(session, caller.name, name, objects)
     session.commit()
+    services.forget_datastore_generation()
     return {"result": deleted}
 
 
 @router.post("/datastores/{name}/grants", summary="Grant read on a grantable datastore to a user or PUBLIC")
 def grant_datastore(
-    name: DsName, caller: CurrentUser, session: WriteSessionDep, body: GrantBody | None = None
+    name: DsName, caller: CurrentUser, services: ServicesDep, session: WriteSessionDep, body: GrantBody | None = None
 ) -> dict[str, Any]:
     ds.grant(session, caller.name, name, check_grantee(session, body.user if body else None))
     session.commit()
+    services.forget_datastore_generation()
     return {"result": "granted"}
 
 
 @router.delete("/datastores/{name}/grants/{grantee}", summary="Revoke a datastore grant (PUBLIC for everyone)")
 def revoke_datastore(
-    name: DsName, grantee: Annotated[str, Path(max_length=30)], caller: CurrentUser, session: WriteSessionDep
+    name: DsName,
+    grantee: Annotated[str, Path(max_length=30)],
+    caller: CurrentUser,
+    services: ServicesDep,
+    session: WriteSessionDep,
 ) -> dict[str, Any]:
     ds.revoke(session, caller.name, name, None if grantee.upper() == "PUBLIC" else grantee)
     session.commit()
+    services.forget_datastore_generation()
     return {"result": "revoked"}
 
 

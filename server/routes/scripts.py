@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from repository import service as repo
 from server.auth import service as auth_service
-from server.deps import CurrentUser, SessionDep, WriteSessionDep
+from server.deps import CurrentUser, ServicesDep, SessionDep, WriteSessionDep
 from server.routes.common import EXTENSION_TAG, include_both_forms, iso_millis
 
 v1 = APIRouter(tags=["py-scripts v1"])
@@ -83,7 +83,9 @@ class ScriptCreate(BaseModel):
 
 
 @ext.post("/scripts", status_code=201, summary="Create or replace a script (oml.script.create)")
-def create_script(body: ScriptCreate, caller: CurrentUser, session: WriteSessionDep) -> dict[str, Any]:
+def create_script(
+    body: ScriptCreate, caller: CurrentUser, services: ServicesDep, session: WriteSessionDep
+) -> dict[str, Any]:
     info = repo.create_script(
         session,
         caller.name,
@@ -95,6 +97,7 @@ def create_script(body: ScriptCreate, caller: CurrentUser, session: WriteSession
         is_admin=caller.is_admin,
     )
     session.commit()
+    services.forget_script(info.name)
     return {"result": listing_item(info)}
 
 
@@ -112,11 +115,13 @@ def get_script(
 def drop_script(
     name: ScriptName,
     caller: CurrentUser,
+    services: ServicesDep,
     session: WriteSessionDep,
     is_global: Annotated[bool, Query(alias="global")] = False,
 ) -> dict[str, Any]:
     repo.drop_script(session, caller.name, name, is_global=is_global, is_admin=caller.is_admin)
     session.commit()
+    services.forget_script(name)
     return {"result": f"script {name} dropped"}
 
 
@@ -135,20 +140,30 @@ def check_grantee(session: SessionDep, user: str | None) -> str | None:
 
 @ext.post("/scripts/{name}/grants", summary="Grant read/execute on a private script to a user or PUBLIC")
 def grant_script(
-    name: ScriptName, caller: CurrentUser, session: WriteSessionDep, body: GrantBody | None = None
+    name: ScriptName,
+    caller: CurrentUser,
+    services: ServicesDep,
+    session: WriteSessionDep,
+    body: GrantBody | None = None,
 ) -> dict[str, Any]:
     grantee = check_grantee(session, body.user if body else None)
     repo.grant(session, caller.name, name, grantee)
     session.commit()
+    services.forget_script(name)
     return {"result": "granted"}
 
 
 @ext.delete("/scripts/{name}/grants/{grantee}", summary="Revoke a script grant (grantee PUBLIC for everyone)")
 def revoke_script(
-    name: ScriptName, grantee: Annotated[str, Path(max_length=30)], caller: CurrentUser, session: WriteSessionDep
+    name: ScriptName,
+    grantee: Annotated[str, Path(max_length=30)],
+    caller: CurrentUser,
+    services: ServicesDep,
+    session: WriteSessionDep,
 ) -> dict[str, Any]:
     repo.revoke(session, caller.name, name, None if grantee.upper() == "PUBLIC" else grantee)
     session.commit()
+    services.forget_script(name)
     return {"result": "revoked"}
 
 

@@ -160,6 +160,7 @@ def _revoke(services: Services, claims: TokenClaims) -> None:
         auth_service.check_session(session, claims)
         auth_service.revoke_session(session, claims, services.signer.max_age_s)
         session.commit()
+    services.forget_sessions(sid=claims.sid)
 
 
 def _is_form(request: Request) -> bool:
