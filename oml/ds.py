@@ -7,13 +7,13 @@ import inspect
 import re
 import threading
 import zlib
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
 import cloudpickle
 import orjson
 import pandas as pd
+from cachetools import LRUCache
 
 from oml import _connection
 from oml._connection import PYQD
@@ -38,35 +38,10 @@ LOAD_ATTEMPTS = 5
 DESCRIBE_COLUMNS = ["object_name", "class", "size", "length", "row_count", "col_count"]
 
 
-class _ByteCache:
-    """A small LRU of object bytes by content digest (thread-safe)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.size = limit, 0
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> bytes | None:
-        with self._lock:
-            data = self._items.get(digest)
-            if data is not None:
-                self._items.move_to_end(digest)
-            return data
-
-    def put(self, digest: str, data: bytes) -> None:
-        if len(data) > self.limit:
-            return
-        with self._lock:
-            if digest in self._items:
-                return
-            self._items[digest] = data
-            self.size += len(data)
-            while self.size > self.limit:
-                _, old = self._items.popitem(last=False)
-                self.size -= len(old)
-
-
-_cache = _ByteCache(CACHE_BYTES)
+#: Object bytes by content digest, least recently used dropped first past CACHE_BYTES (a dict of bytes, so
+#: loading the same model again in a worker costs no request).
+_cache: LRUCache[str, bytes] = LRUCache(CACHE_BYTES, getsizeof=len)
+_cache_lock = threading.Lock()
 
 
 def describe_object(obj: Any) -> dict[str, Any]:
@@ -138,14 +113,17 @@ def _describe(name: str, owner: str | None) -> dict[str, Any]:
 
 def _object_bytes(name: str, owner: str | None, obj: dict[str, Any]) -> bytes:
     digest = obj["digest"]
-    data = _cache.get(digest)
+    with _cache_lock:
+        data = _cache.get(digest)
     if data is None:
         # Ask for exactly the described version: a save in between makes the server answer 409, and the
         # load starts over, so one load never mixes objects of two saves.
         params = {"digest": digest, **({"owner": owner} if owner else {})}
         path = f"{PYQD}/datastores/{quote(name, safe='')}/objects/{quote(obj['object_name'], safe='')}"
         data = _connection.current().request("GET", path, params=params).content
-        _cache.put(hashlib.sha256(data).hexdigest(), data)
+        if len(data) <= CACHE_BYTES:
+            with _cache_lock:
+                _cache[hashlib.sha256(data).hexdigest()] = data
     return data
 
 

@@ -34,6 +34,7 @@ WORKER_ALLOWED_THIRD_PARTY = {
     "msgpack",
     "matplotlib",
     "httpx",
+    "cachetools",
     "oml",
     "engines",
 }
