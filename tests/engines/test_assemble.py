@@ -37,10 +37,11 @@ PLOT = """def f(x=None):
 
 @pytest.fixture
 def agg():
-    """Figures drawn without a display (the inline worker draws them in this process)."""
+    """Figures drawn without a display (the inline worker draws them in this process); pyplot imported here, once."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def test_do_eval_returns_the_functions_value(inline_pool):
