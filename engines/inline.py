@@ -4,8 +4,9 @@ thread of this process instead of a sandboxed process, behind the same seam (`en
 For fast tests of everything above the processes (the runner's ordering, cancellation and time limits, the
 assembler's shapes, jobs) and nothing else: there is no sandbox, no separate memory, and a task that runs past
 its time limit is abandoned (its thread finishes on its own), not killed. `print()` capture swaps the
-process's `sys.stdout`, so tasks running at once may see each other's output. A script's `import oml` is not
-served (it has no channel).
+process's `sys.stdout`, so tasks running at once may see each other's output (and leave `sys.stdout` swapped);
+matplotlib's figures are the process's too, so graphics are right only for tasks run one at a time. A script's
+`import oml` is not served (it has no channel).
 """
 
 from __future__ import annotations

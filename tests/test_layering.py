@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,45 @@ WORKER_ALLOWED_THIRD_PARTY = {
     "oml",
     "engines",
 }
+
+
+#: What a worker process imports: the template's entry (`python -m engines.worker.template`, started by
+#: engines/spawner.py) imports the preload; a worker forked from it runs `engines.worker.main.serve`, which confines
+#: itself (sandbox) and runs tasks (runtime, results), compiling scripts with `oml.script` and serving their
+#: `import oml` through the bridge.
+WORKER_ENTRY = [
+    "engines.worker.template",
+    "engines.worker.preload",
+    "engines.worker.main",
+    "engines.worker.sandbox",
+    "engines.worker.runtime",
+    "engines.worker.results",
+    "engines.worker.bridge",
+    "oml.script",
+    "oml._connection",
+]
+#: Modules (with their submodules) a worker process must never load: the server, its database and secrets, the
+#: domain packages, and the server side of the engine.
+NEVER_IN_A_WORKER = [
+    "sqlalchemy",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "pydantic",
+    "pydantic_settings",
+    "jwt",
+    "alembic",
+    "psycopg",
+    "server",
+    "repository",
+    "datastore",
+    "tables",
+    "engines.jobs",
+    "engines.service",
+    "engines.runner",
+    "engines.pool",
+    "engines.spec",
+]
 
 
 def imports_of(path: Path) -> set[str]:
@@ -84,3 +125,29 @@ def test_worker_side_imports_only_the_data_stack():
             if extra:
                 offenders[str(f.relative_to(ROOT))] = sorted(extra)
     assert offenders == {}
+
+
+def _worker_side(module: str) -> bool:
+    """Whether a first-party module is one of WORKER_MODULES (or a package holding them)."""
+    if module in ("engines", "oml") or module.startswith("oml."):
+        return True
+    prefixes = [rel.removesuffix(".py").replace("/", ".") for rel in WORKER_MODULES]
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_a_worker_process_loads_nothing_of_the_server():
+    """What a worker's entry really loads, in a fresh interpreter: an import anywhere below it (also of a module
+    of `engines` the source check above allows) that pulls in the server side shows here."""
+    from engines.spawner import clean_environment
+
+    code = "".join(f"import {m}\n" for m in WORKER_ENTRY) + "import sys\nprint('\\n'.join(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean_environment(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert set(WORKER_ENTRY) <= loaded
+    forbidden = sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in NEVER_IN_A_WORKER))
+    assert forbidden == []
+    first_party = sorted(m for m in loaded if m.split(".")[0] in PACKAGES)
+    assert [m for m in first_party if not _worker_side(m)] == []
