@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from engines.errors import PoolBusy
+from engines.errors import Cancelled, PoolBusy
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
 from engines.protocol import Task, UnitResult
 
@@ -86,12 +86,16 @@ class InlinePool:
     def size(self) -> int:
         return self._size
 
-    def acquire(self, user: str, n: int, timeout_s: float) -> Sequence[InlineWorker]:
+    def acquire(
+        self, user: str, n: int, timeout_s: float, cancelled: threading.Event | None = None
+    ) -> Sequence[InlineWorker]:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._waiting += 1
             try:
                 while not self._idle:
+                    if cancelled is not None and cancelled.is_set():
+                        raise Cancelled()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise PoolBusy()
@@ -113,6 +117,10 @@ class InlinePool:
     def waiting(self) -> int:
         with self._cond:
             return self._waiting
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def busy(self) -> int:
         with self._cond:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from engines import wire
 from engines.channel import Channel, ChannelError, ChannelTimeout
-from engines.errors import PoolBusy
+from engines.errors import Cancelled, PoolBusy
 from engines.protocol import Task, UnitResult, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
 
@@ -372,9 +372,9 @@ class WorkerPool:
         return None
 
     # -- acquire / release -----------------------------------------------------------------------------
-    def acquire(self, user: str, n: int, timeout_s: float) -> list[Worker]:
+    def acquire(self, user: str, n: int, timeout_s: float, cancelled: threading.Event | None = None) -> list[Worker]:
         """Up to `n` workers for `user` (at least one), waiting at most `timeout_s` for the first. Callers are
-        served in arrival order; PoolBusy when none became free in time."""
+        served in arrival order; PoolBusy when none became free in time, Cancelled once `cancelled` is set."""
         deadline = time.monotonic() + timeout_s
         ticket = (object(), user)
         with self._cond:
@@ -387,6 +387,8 @@ class WorkerPool:
                 with self._cond:
                     if self._closed:
                         raise PoolBusy()
+                    if cancelled is not None and cancelled.is_set():
+                        raise Cancelled()
                     if self._my_turn(ticket, user):
                         got, spawn, evict = self._reserve(user, min(n, self._room_for(user)))
                         self._spawning[user] += spawn
@@ -462,6 +464,11 @@ class WorkerPool:
     @property
     def size(self) -> int:
         return self.config.size
+
+    def wake(self) -> None:
+        """Wake the callers waiting in acquire() (one of them was cancelled)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def waiting(self) -> int:
         """Callers waiting for a worker (a running call gives workers back between tasks when this is > 0)."""

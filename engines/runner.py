@@ -111,7 +111,7 @@ class Runner:
         req = self.call.request
         started = time.monotonic()
         wait_s = self.time_limit_s if self.is_job else self.limits.worker_wait_s
-        workers = self.pool.acquire(self.call.worker_key, self.dop, wait_s)
+        workers = self.pool.acquire(self.call.worker_key, self.dop, wait_s, self._stopping)
         self.acquire_wait_s = time.monotonic() - started
         running = time.monotonic()
         with self._lock:
@@ -158,6 +158,7 @@ class Runner:
 
     def cancel(self) -> None:
         self._fail(Cancelled())
+        self.pool.wake()  # it may still be waiting for workers
 
     # -- producer --------------------------------------------------------------------------------------
     def _units(self) -> Iterator[Unit]:

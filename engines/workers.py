@@ -8,6 +8,7 @@ fast tests of everything above the processes. Nothing above the seam knows which
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
@@ -37,12 +38,17 @@ class Workers(Protocol[W]):
     @property
     def size(self) -> int: ...
 
-    def acquire(self, user: str, n: int, timeout_s: float) -> Sequence[W]:
-        """Up to `n` workers for the key `user` (at least one), or `engines.errors.PoolBusy` after `timeout_s`."""
+    def acquire(self, user: str, n: int, timeout_s: float, cancelled: threading.Event | None = None) -> Sequence[W]:
+        """Up to `n` workers for the key `user` (at least one); `engines.errors.PoolBusy` after `timeout_s`,
+        `engines.errors.Cancelled` once `cancelled` is set (and `wake()` was called)."""
         ...
 
     def release(self, worker: W, healthy: bool = True) -> None: ...
 
     def waiting(self) -> int:
         """Callers waiting for a worker (a running call gives workers back between tasks when this is > 0)."""
+        ...
+
+    def wake(self) -> None:
+        """Wake the callers waiting in acquire(), so a cancelled one stops waiting."""
         ...

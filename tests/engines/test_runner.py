@@ -182,3 +182,17 @@ def test_a_job_waits_for_a_worker_as_long_as_its_time_limit(inline_pool):
         for w in held:
             inline_pool.release(w)
     assert call.result() == {"result": 1}
+
+
+def test_a_job_cancelled_while_it_waits_for_a_worker_stops_waiting(inline_pool):
+    held = inline_pool.acquire("BOB", inline_pool.size, timeout_s=1)
+    try:
+        runner = make_runner(inline_pool, "eval", ONE, is_job=True, time_limit_s=600)
+        call = Background(runner)
+        wait_for(lambda: inline_pool.waiting() == 1)
+        runner.cancel()
+        assert isinstance(call.result(), Cancelled)  # at once, not after the job's time limit
+        assert inline_pool.waiting() == 0
+    finally:
+        for w in held:
+            inline_pool.release(w)
