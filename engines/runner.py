@@ -1,5 +1,5 @@
-"""One execution of a script: cut the input into units, run them on the caller's workers with a bounded
-number of tasks in flight, and assemble OML's result. Knows nothing of HTTP; a job is just another caller."""
+"""The Runner: runs one Call. It cuts the input into units, runs them on the caller's workers with a bounded
+number of tasks in flight, and assembles OML's result. Knows nothing of HTTP; a job is just another caller."""
 
 from __future__ import annotations
 
