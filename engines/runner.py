@@ -198,7 +198,7 @@ class Runner:
         req = self.call.request
         max_units = u.TASK_UNITS
         if req.kind == "index" and req.times:
-            max_units = max(1, math.ceil(req.times / (self.dop * 4)))
+            max_units = max(1, min(u.MAX_TASK_UNITS, math.ceil(req.times / (self.dop * 4))))
         count = 0
         for seq, group in enumerate(u.per_task(self._units(), max_units=max_units, max_rows=self._rows_per_task)):
             count += len(group)

@@ -14,6 +14,9 @@ from engines.protocol import Unit
 #: Small chunks are sent to a worker several at a time, up to this many rows or units per task.
 TASK_ROWS = 16_384
 TASK_UNITS = 512
+#: Most units in one task even when they carry no rows (index-apply): a worker's answer lists every unit in
+#: its header, which the server reads only up to a bound (engines.wire.WORKER_MAX_HEADER).
+MAX_TASK_UNITS = 4096
 
 
 def combine(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatch:

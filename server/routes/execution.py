@@ -43,7 +43,22 @@ def typed_body(model: type[ExecutionBody]) -> Callable[[Request], Awaitable[Exec
 def _request_body(model: type[ExecutionBody], required: bool) -> dict[str, Any]:
     BODY_SCHEMAS[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+    return {
+        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}},
+        "responses": {
+            "200": {
+                "description": 'OML\'s `{"result": ...}`, or with `resultFormat: pickle` the pickled values',
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"result": {}}}},
+                    execution.PICKLE_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            "201": {
+                "description": "With `asyncFlag`: the job was queued; `Location` is its status URL",
+                "headers": {"Location": {"description": "The job's status URL", "schema": {"type": "string"}}},
+            },
+        },
+    }
 
 
 async def _execute(

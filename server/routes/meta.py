@@ -20,7 +20,25 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: the metadata store answers and workers can run code")
+READINESS = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "database": {"type": "string"},
+        "workers": {"anyOf": [{"type": "object"}, {"type": "string"}]},
+    },
+    "required": ["status", "database", "workers"],
+}
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: the metadata store answers and workers can run code",
+    responses={
+        200: {"description": "Ready", "content": {"application/json": {"schema": READINESS}}},
+        503: {"description": "Not ready (what fails is named)", "content": {"application/json": {"schema": READINESS}}},
+    },
+)
 def ready(services: ServicesDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
@@ -31,7 +49,10 @@ def ready(services: ServicesDep) -> JSONResponse:
         checks["database"] = f"failing: {type(e).__name__}"
     pool = services.pool
     stats = pool.stats() if pool is not None else None
-    usable = stats is not None and stats["fresh"] + stats["idle"] + stats["busy"] > 0
+    # Workers exist, or none are kept warm (PYQD_WARM_WORKERS=0) and one starts on the first call.
+    usable = stats is not None and (
+        stats["fresh"] + stats["idle"] + stats["busy"] + stats["starting"] > 0 or services.settings.warm_workers == 0
+    )
     checks["workers"] = stats if stats is not None else "not started"
     ok = checks["database"] == "ok" and usable
     return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)

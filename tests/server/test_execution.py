@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import change_settings, wait_for
 from tests.data import iris_frame
+from tests.server.support import SQLITE_ONLY
 
 RETURN_DF = """def return_df(num, scale):
     import pandas as pd
@@ -36,6 +37,16 @@ def test_index_apply_passes_1_to_times_in_order(api, alice):
     api.script(alice, "sq", "def sq(i):\n    return i * i\n")
     r = api.run(alice, "index-apply", "sq", {"times": 10, "parallelFlag": True})
     assert r.json() == {"result": [i * i for i in range(1, 11)]}
+
+
+@SQLITE_ONLY
+def test_index_apply_with_many_indices_fits_the_workers_answers(api, alice):
+    """Tasks hold a bounded number of units: a worker's answer lists each unit in its header, which the server
+    reads only up to a bound (60,000 indices once made tasks of 15,000 units, over the bound)."""
+    api.script(alice, "one", "def one(i):\n    return 1\n")
+    r = api.run(alice, "index-apply", "one", {"times": 60_000})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"result": [1] * 60_000}
 
 
 def test_group_apply_by_species_with_order_by(api, alice):
