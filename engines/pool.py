@@ -21,6 +21,7 @@ from engines.protocol import Task, UnitResult, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
 
 log = logging.getLogger("pyqd.pool")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: Answers a worker's ("http", method, path, headers, body) with ("http-response", status, headers, body).
 RequestHandler = Callable[[tuple], tuple]
@@ -31,6 +32,8 @@ MAINTENANCE_INTERVAL_S = 0.5
 READY_TIMEOUT_S = 30.0
 #: Seconds between checks of busy workers' scratch directories against their quota.
 SCRATCH_CHECK_INTERVAL_S = 0.2
+#: Seconds between readings of a worker's CPU time when it is given back (to retire it before its CPU limit).
+CPU_CHECK_INTERVAL_S = 1.0
 #: What a file or directory in a scratch directory counts at least, bytes (an empty one still takes an inode).
 SCRATCH_ENTRY_BYTES = 4096
 #: Most files and directories a scratch directory may hold.
@@ -87,10 +90,15 @@ class Worker:
         #: The process died or its channel broke: it must not be used again.
         self.broken = False
         self._pool = pool
+        self._cpu_checked = 0.0
         #: Guards `_running` against kill() from another thread: a channel in use is shut down (the reader sees
         #: end of file), never closed under it (its descriptor number could be reused meanwhile).
         self._lock = threading.Lock()
         self._running = False
+        #: /proc/PID/fd of the worker, opened once: a look at its open files then skips the path walk through
+        #: /proc, and can never land on another process that got the pid later. Closed (under `_fd_lock`) by kill.
+        self._fd_lock = threading.Lock()
+        self._fd_dir: int | None = _open_fd_dir(pid)
 
     def run(
         self,
@@ -144,17 +152,32 @@ class Worker:
     def cpu_seconds(self) -> float:
         """CPU time the worker process has used so far (0 when it cannot be read)."""
         try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY)
+            try:
+                fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+            finally:
+                os.close(fd)
+            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
         except (OSError, IndexError, ValueError):
             return 0.0
+
+    def near_cpu_limit(self, limit_s: int | None) -> bool:
+        """Whether the worker has used more than 3/4 of its lifetime CPU limit (read at most every
+        CPU_CHECK_INTERVAL_S: RLIMIT_CPU stops it anyway; this only retires it before it gets there)."""
+        if not limit_s:
+            return False
+        now = time.monotonic()
+        if now - self._cpu_checked < CPU_CHECK_INTERVAL_S:
+            return False
+        self._cpu_checked = now
+        return self.cpu_seconds() > 0.75 * limit_s
 
     def scratch_bytes(self) -> int:
         """Bytes the worker holds on disk: its scratch directory, plus files it deleted but keeps open. Every
         entry counts at least SCRATCH_ENTRY_BYTES (empty files take inodes); past SCRATCH_MAX_ENTRIES entries
         the count stops and says "over any quota", so one scan stays cheap however many files there are."""
-        total = _open_deleted_bytes(self.pid)
+        with self._fd_lock:
+            total = _open_deleted_bytes(self._fd_dir) if self._fd_dir is not None else 0
         stack = [self.tmp_dir]
         seen = 0
         while stack:
@@ -207,6 +230,10 @@ class Worker:
                 self.channel.shutdown()
             else:
                 self.channel.close()
+        with self._fd_lock:
+            if self._fd_dir is not None:
+                os.close(self._fd_dir)
+                self._fd_dir = None
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
@@ -226,6 +253,10 @@ class WorkerPool:
         #: Workers being started for a user in acquire() (they count against the user's share).
         self._spawning: dict[str, int] = defaultdict(int)
         self._thread: threading.Thread | None = None
+        #: Wakes the maintenance thread (a fresh worker was taken, a worker went); the watchdog waits on
+        #: `_closing`. Neither waits on `_cond`, which every acquire and release signal.
+        self._maintenance = threading.Event()
+        self._closing = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, wait: bool = False) -> None:
@@ -243,7 +274,7 @@ class WorkerPool:
         quota = self.config.scratch_bytes
         if not quota:
             return
-        while True:
+        while not self._closing.wait(SCRATCH_CHECK_INTERVAL_S):
             with self._cond:
                 if self._closed:
                     return
@@ -252,8 +283,6 @@ class WorkerPool:
                 self._enforce_scratch(held, quota)
             except Exception:  # noqa: BLE001 - the watchdog must outlive any one failure
                 log.exception("scratch watchdog round failed")
-            with self._cond:
-                self._cond.wait(SCRATCH_CHECK_INTERVAL_S)
 
     def _enforce_scratch(self, held: list[Worker], quota: int) -> None:
         for w in held:
@@ -264,6 +293,7 @@ class WorkerPool:
                     if w in idle:
                         idle.remove(w)
                 w.kill(_over_quota(quota))
+                self._maintenance.set()
 
     def close(self) -> None:
         with self._cond:
@@ -271,6 +301,8 @@ class WorkerPool:
             workers = self._fresh + [w for ws in self._idle.values() for w in ws] + list(self._busy)
             self._fresh, self._idle, self._busy = [], defaultdict(list), set()
             self._cond.notify_all()
+        self._closing.set()
+        self._maintenance.set()
         for w in workers:
             w.kill()
         if self._thread is not None:
@@ -358,8 +390,9 @@ class WorkerPool:
                     continue
             except Exception:  # noqa: BLE001 - keep maintaining; acquire reports spawn errors to callers
                 log.exception("could not start a worker")
-            with self._cond:
-                self._cond.wait(MAINTENANCE_INTERVAL_S)
+            # A wake-up that comes between this wait and the clear is not lost: the next round looks at the pool.
+            self._maintenance.wait(MAINTENANCE_INTERVAL_S)
+            self._maintenance.clear()
 
     def _stale_idle(self) -> Worker | None:
         """An idle worker of some user past the idle timeout, removed from the pool (caller kills it)."""
@@ -450,6 +483,7 @@ class WorkerPool:
         del self._idle[user][len(self._idle[user]) - len(got) :]
         while len(got) < n and self._fresh:
             got.append(self._fresh.pop(0))
+            self._maintenance.set()  # replace it
         spawn = min(n - len(got), self.config.size - self._total())
         evict: list[Worker] = []
         if len(got) + spawn < n:
@@ -490,7 +524,7 @@ class WorkerPool:
             or worker.killed
             or worker.broken
             or worker.tasks >= self.config.max_tasks
-            or worker.cpu_seconds() > 0.75 * (self.config.limits.cpu_seconds or float("inf"))
+            or worker.near_cpu_limit(self.config.limits.cpu_seconds)
         )
         with self._cond:
             self._busy.discard(worker)
@@ -500,6 +534,7 @@ class WorkerPool:
             self._cond.notify_all()
         if retire:
             worker.kill()
+            self._maintenance.set()
 
 
 def _over_quota(quota: int) -> str:
@@ -511,19 +546,26 @@ def _user_of(key: str) -> str:
     return key.split("\x00", 1)[0]
 
 
-def _open_deleted_bytes(pid: int) -> int:
-    """Bytes of files that process `pid` deleted but still holds open (they take disk space no listing shows)."""
+def _open_fd_dir(pid: int) -> int | None:
+    """A descriptor of /proc/PID/fd (None if the process is gone or it cannot be opened)."""
+    try:
+        return os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _open_deleted_bytes(fd_dir: int) -> int:
+    """Bytes of files that a process deleted but still holds open (they take disk space no listing shows), from
+    its /proc/PID/fd directory (a descriptor)."""
     total = 0
     try:
-        fds = os.listdir(f"/proc/{pid}/fd")
+        fds = os.listdir(fd_dir)
     except OSError:
         return 0
     for fd in fds:
-        path = f"/proc/{pid}/fd/{fd}"
         try:
-            if os.readlink(path).endswith(" (deleted)"):
-                st = os.stat(path)
-                total += st.st_blocks * 512
+            if os.readlink(fd, dir_fd=fd_dir).endswith(" (deleted)"):
+                total += os.stat(fd, dir_fd=fd_dir).st_blocks * 512
         except OSError:
             continue
     return total

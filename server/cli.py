@@ -88,28 +88,27 @@ def serve(settings: Settings, dev: bool, processes: int | None) -> None:
     click.echo(f"pyqd: data in {settings.data_dir.resolve()}, metadata at {_safe_url(settings.metadata_url)}", err=True)
     # X-Forwarded-For/-Proto are believed only from the proxies the operator names (PYQD_FORWARDED_ALLOW_IPS):
     # otherwise any client could pick the address that login throttling counts.
+    options = _uvicorn_options(settings)
     if settings.processes <= 1:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            proxy_headers=bool(settings.forwarded_allow_ips),
-            forwarded_allow_ips=settings.forwarded_allow_ips or None,
-        )
+        uvicorn.run(create_app(settings), **options)
         return
     # Several server processes: each builds the app from the environment, so the settings travel there.
     os.environ.update(_settings_env(settings))
-    uvicorn.run(
-        "server.app:create_app",
-        factory=True,
-        workers=settings.processes,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
-    )
+    uvicorn.run("server.app:create_app", factory=True, workers=settings.processes, **options)
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves: no `Server` header (it names the software to a scanner), and a line per request
+    only at debug level (pyqd_http_requests counts and times them by route; a log line costs each call)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.log_level.lower() in ("debug", "trace"),
+        "server_header": False,
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
+    }
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:

@@ -33,14 +33,21 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        declared: bytes | None = None
+        encoding = expect = b""
+        for name, value in scope.get("headers") or ():  # the last of each wins, as dict() had it
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                encoding = value
+            elif name == b"expect":
+                expect = value
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _reject(send, self.max_bytes)
             return
-        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        chunked = b"chunked" in encoding.lower()
         body = _Body(receive, self.max_bytes, done=not chunked and (declared is None or int(declared or 0) == 0))
-        waits_for_continue = headers.get(b"expect", b"").lower() == b"100-continue"
+        waits_for_continue = expect.lower() == b"100-continue"
         started = False
 
         async def finishing_send(message: Message) -> None:

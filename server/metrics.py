@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -40,6 +41,10 @@ LATENCY_BUCKETS = (
 )
 
 
+#: Most (method, route, status) label sets whose metric children are kept at hand.
+MAX_LABEL_SETS = 4096
+
+
 class Metrics:
     def __init__(self, services: Callable[[], Services | None]) -> None:
         self.registry = CollectorRegistry()
@@ -68,11 +73,18 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(services))
+        #: (method, route, status) → (request counter, request timer): labels() takes a lock and builds a key.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._execution_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe_execution(self, execution: Runner, mode: str) -> None:
         """Record a finished call: how long it waited for workers and how long it ran."""
-        self.queue_wait.labels(mode).observe(execution.acquire_wait_s)
-        self.execution.labels(execution.call.request.kind, mode).observe(execution.run_s)
+        key = (execution.call.request.kind, mode)
+        children = self._execution_children.get(key)
+        if children is None:  # a few kinds times two modes
+            children = self._execution_children[key] = (self.queue_wait.labels(mode), self.execution.labels(*key))
+        children[0].observe(execution.acquire_wait_s)
+        children[1].observe(execution.run_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -96,24 +108,42 @@ class Metrics:
             try:
                 await app(scope, receive, capture)
             finally:
-                route = route_template(scope)
-                self.requests.labels(scope["method"], route, str(status)).inc()
-                self.request_seconds.labels(scope["method"], route).observe(time.perf_counter() - start)
+                key = (scope["method"], route_template(scope), status)
+                children = self._children.get(key)
+                if children is None:
+                    children = self._request_children(key)
+                children[0].inc()
+                children[1].observe(time.perf_counter() - start)
 
         return wrapped
+
+    def _request_children(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
+        """The request counter and timer of one (method, route, status); kept, as their number is bounded by
+        the routes (a template, never a raw path) times the methods and statuses."""
+        method, route, status = key
+        children = (self.requests.labels(method, route, str(status)), self.request_seconds.labels(method, route))
+        if len(self._children) < MAX_LABEL_SETS:
+            self._children[key] = children
+        return children
 
 
 def route_template(scope: Scope) -> str:
     """The request path with its path parameters put back as `{name}` (bounded label cardinality)."""
     if scope.get("route") is None:
         return "unmatched"
-    params = [(k, str(v)) for k, v in (scope.get("path_params") or {}).items()]  # in path order
-    parts = []
-    for segment in scope["path"].split("/"):
-        if params and segment == params[0][1]:
-            parts.append(f"{{{params.pop(0)[0]}}}")
-        else:
-            parts.append(segment)
+    path: str = scope["path"]
+    path_params = scope.get("path_params")
+    if not path_params:
+        return path
+    params = [(k, str(v)) for k, v in path_params.items()]  # in path order
+    parts = path.split("/")
+    at = 0
+    for i, segment in enumerate(parts):
+        if segment == params[at][1]:
+            parts[i] = f"{{{params[at][0]}}}"
+            at += 1
+            if at == len(params):
+                break
     return "/".join(parts)
 
 

@@ -18,6 +18,7 @@ router = APIRouter(tags=["py-scripts versions"])
 V1_DEPRECATED_EPOCH = 1759276800  # 2025-10-01T00:00:00Z
 V1_SUNSET = "Tue, 31 Mar 2026 00:00:00 GMT"
 V1_LIFECYCLE = "DEPRECATED@2026-03-31"
+_V1_HEADERS = ((b"deprecation", f"@{V1_DEPRECATED_EPOCH}".encode()), (b"sunset", V1_SUNSET.encode()))
 
 
 def _children(version: str) -> list[str]:
@@ -74,9 +75,8 @@ def deprecation_headers(app: ASGIApp) -> ASGIApp:
         async def add(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [
-                    *message.get("headers", []),
-                    (b"deprecation", f"@{V1_DEPRECATED_EPOCH}".encode()),
-                    (b"sunset", V1_SUNSET.encode()),
+                    *message.get("headers", ()),
+                    *_V1_HEADERS,
                     (b"link", f'<{successor}>; rel="successor-version"'.encode()),
                 ]
             await send(message)
