@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from engines.errors import OutputTooLarge, OutputTooLong, ResultNotSerializable
-from engines.protocol import Kind, UnitResult
+from engines.protocol import Kind, Result
 
 #: Bytes read from a spilled body at a time when sending it.
 READ_CHUNK = 1 << 20
@@ -127,7 +127,7 @@ class Assembler:
         self._splice: bool | None = None
         self._written = 0  # items written in the current list or object
 
-    def add(self, r: UnitResult) -> None:
+    def add(self, r: Result) -> None:
         self.units += 1
         if self.format == "pickle":
             value = (r.name, r.json, [(i.png, i.title) for i in r.images])
@@ -158,7 +158,7 @@ class Assembler:
         if self.sink.size > self.output_max_bytes:
             raise OutputTooLarge(self.output_max_bytes)
 
-    def _splice_mode(self, r: UnitResult) -> bool:
+    def _splice_mode(self, r: Result) -> bool:
         if self._splice is None:
             self._splice = r.is_frame
         return self._splice
@@ -167,7 +167,7 @@ class Assembler:
         self.sink.write((opening if self._written == 0 else b",") + fragment)
         self._written += 1
 
-    def _add_graphics(self, r: UnitResult) -> None:
+    def _add_graphics(self, r: Result) -> None:
         entries = _entries(r, named=self.kind in ("row", "index"))
         if self.kind == "group":
             self._item(orjson.dumps(r.name) + b":" + orjson.dumps(entries), b"{")
@@ -188,7 +188,7 @@ class Assembler:
         return self.sink.finish()
 
 
-def _entries(r: UnitResult, named: bool) -> list[dict[str, object]]:
+def _entries(r: Result, named: bool) -> list[dict[str, object]]:
     """OML's graphics rows: one per image ({IMAGE: base64 PNG, DATA: the value as a JSON string, ID: n});
     a call without images still gives one row, with IMAGE and ID null."""
     data = r.json.decode()

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from engines.errors import Cancelled, PoolBusy
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
-from engines.protocol import Task, UnitResult
+from engines.protocol import Result, Task
 
 
 class InlineWorker:
@@ -31,7 +31,7 @@ class InlineWorker:
 
     def run(
         self, task: Task, data: list[bytes], timeout_s: float, on_request: RequestHandler | None = None
-    ) -> list[UnitResult]:
+    ) -> list[Result]:
         from engines.worker.runtime import run_task
 
         if self.killed:
@@ -42,7 +42,7 @@ class InlineWorker:
             with pa.ipc.open_stream(message) as reader:
                 batches.extend(reader)
         done = threading.Event()
-        out: list[list[UnitResult] | BaseException] = []
+        out: list[list[Result] | BaseException] = []
 
         def work() -> None:
             try:

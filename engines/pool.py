@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from engines import wire
 from engines.channel import Channel, ChannelError, ChannelTimeout
 from engines.errors import Cancelled, PoolBusy
-from engines.protocol import Task, UnitResult, WorkerLimits
+from engines.protocol import Result, Task, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
 
 log = logging.getLogger("pyqd.pool")
@@ -106,7 +106,7 @@ class Worker:
         data: list[bytes],
         timeout_s: float,
         on_request: RequestHandler | None = None,
-    ) -> list[UnitResult]:
+    ) -> list[Result]:
         """Send a task (and its Arrow IPC messages) and wait for its results, answering the requests the
         script's `import oml` makes meanwhile with `on_request`; WorkerTimedOut or WorkerDied otherwise. A
         message that breaks the channel's grammar kills the worker (WorkerDied)."""

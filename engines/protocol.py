@@ -1,7 +1,7 @@
 """What crosses the process boundary between the server and a worker: plain, importable dataclasses.
 
 A `Task` travels as a msgpack header (`engines.wire`); its input data follows as Arrow IPC streams whose
-record batches, in order, are the inputs of the units that have data. The worker answers with one `UnitResult`
+record batches, in order, are the inputs of the units that have data. The worker answers with one `Result`
 per unit, stopping at the first failure. Nothing a worker sends is unpickled.
 """
 
@@ -70,7 +70,9 @@ class Image:
 
 
 @dataclass(frozen=True)
-class UnitResult:
+class Result:
+    """A worker's answer for one unit: its value rendered, or how it failed."""
+
     name: str
     ok: bool
     #: The function's value rendered as JSON (OML's shapes).

@@ -28,7 +28,7 @@ from engines.errors import (
     WorkerCrashed,
 )
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
-from engines.protocol import Task, Unit, UnitResult
+from engines.protocol import Result, Task, Unit
 from engines.spec import Call
 from engines.workers import Worker, Workers
 from tables.errors import TablesError
@@ -96,7 +96,7 @@ class Runner:
         self._workers: list[Worker] = []
         self._deadline = time.monotonic() + time_limit_s
         self._active = 0
-        self._pending: dict[int, list[UnitResult]] = {}
+        self._pending: dict[int, list[Result]] = {}
         self._next_seq = 0
         self._task_rows = u.TASK_ROWS
         #: Signalled when results are handed on in order (the producer waits so as not to run too far ahead).
@@ -313,7 +313,7 @@ class Runner:
         try:
             if remaining <= 0:
                 raise WorkerTimedOut()
-            unit_results = worker.run(task, messages, remaining, self._on_request)
+            results = worker.run(task, messages, remaining, self._on_request)
         except WorkerTimedOut:
             self._fail(TimeLimitExceeded(self.time_limit_s, job=self.is_job))
             return
@@ -326,14 +326,14 @@ class Runner:
                     )
                 )
             return
-        failed = next((r for r in unit_results if not r.ok), None)
+        failed = next((r for r in results if not r.ok), None)
         if failed is not None:
             self._fail(_unit_error(failed, self.limits.output_limit, self.limits.output_max_bytes))
             return
         with self._lock:
-            self.progress.units_done += len(unit_results)
-            self.progress.stdout.extend(r.stdout for r in unit_results if r.stdout)
-            self._pending[seq] = unit_results
+            self.progress.units_done += len(results)
+            self.progress.stdout.extend(r.stdout for r in results if r.stdout)
+            self._pending[seq] = results
             try:  # hand results to the assembler in order; only the out-of-order ones wait in memory
                 while self._next_seq in self._pending:
                     for r in self._pending.pop(self._next_seq):
@@ -369,7 +369,7 @@ def _drain(q: queue.Queue[object]) -> None:
         pass
 
 
-def _unit_error(r: UnitResult, output_limit: int, output_max_bytes: int) -> ExecutionError:
+def _unit_error(r: Result, output_limit: int, output_max_bytes: int) -> ExecutionError:
     if r.failure == "output":
         return OutputTooLong(output_limit)
     if r.failure == "size":

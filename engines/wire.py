@@ -23,7 +23,7 @@ import json
 from typing import Any, get_args
 
 from engines.channel import Blob, Channel, ChannelError
-from engines.protocol import FailureKind, Image, Task, Unit, UnitResult
+from engines.protocol import FailureKind, Image, Result, Task, Unit
 
 __all__ = ["ChannelError", "clip"]
 
@@ -87,7 +87,7 @@ def send_response(
 
 
 # -- worker → server -----------------------------------------------------------------------------------
-def send_results(channel: Channel, results: list[UnitResult]) -> None:
+def send_results(channel: Channel, results: list[Result]) -> None:
     blobs: list[Blob] = []
     units = []
     for r in results:
@@ -124,7 +124,7 @@ def send_request(
     return int(header["status"]), [(bytes(k), bytes(v)) for k, v in header["headers"]], bytes(blobs[0])
 
 
-def read_results(header: dict[str, Any], blobs: list[Blob], expected: list[Unit]) -> list[UnitResult]:
+def read_results(header: dict[str, Any], blobs: list[Blob], expected: list[Unit]) -> list[Result]:
     """A worker's `results` message, checked against the units it was given (in order, at most all of them,
     stopping after the first failure); ChannelError on anything else. The values are not parsed: parsing JSON
     costs up to ~30 times its size in memory, and the server only splices them into the caller's answer."""
@@ -160,7 +160,7 @@ def read_results(header: dict[str, Any], blobs: list[Blob], expected: list[Unit]
         value = _blob(blobs, item.get("value"), used)
         is_frame = _typed(item, "is_frame", bool)
         results.append(
-            UnitResult(
+            Result(
                 name=name,
                 ok=ok,
                 json=value,

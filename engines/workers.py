@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 from engines.pool import RequestHandler
-from engines.protocol import Task, UnitResult
+from engines.protocol import Result, Task
 
 
 class Worker(Protocol):
@@ -22,7 +22,7 @@ class Worker(Protocol):
 
     def run(
         self, task: Task, data: list[bytes], timeout_s: float, on_request: RequestHandler | None = None
-    ) -> list[UnitResult]:
+    ) -> list[Result]:
         """The task's results, one per unit, stopping at the first failure; `engines.pool.WorkerTimedOut` past
         `timeout_s`, `engines.pool.WorkerDied` when the worker died or was killed meanwhile."""
         ...

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import PayloadTooLarge
+from server.errors import TOO_LARGE, PayloadTooLarge, oml_body
 
 #: Most bytes of an unread body read and dropped to keep the connection usable.
 DRAIN_BYTES = 8 * 1024 * 1024
@@ -111,7 +110,7 @@ class _Body:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body = orjson.dumps({"errorCode": 1013, "errorMessage": f"The request body exceeds the limit of {limit} bytes"})
+    body = oml_body(TOO_LARGE.code, f"The request body exceeds the limit of {limit} bytes")
     await send(
         {
             "type": "http.response.start",

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from engines import wire
 from engines.channel import Channel, ChannelClosed
-from engines.protocol import UnitResult, WorkerLimits
+from engines.protocol import Result, WorkerLimits
 
 _PR_SET_CHILD_SUBREAPER = 36
 _CLONE_NEWNET = 0x40000000
@@ -49,7 +49,7 @@ def serve(sock: socket.socket, limits: WorkerLimits, tmp_dir: str) -> None:
 
             name = task.units[0].name if task.units else ""
             results = [
-                UnitResult(
+                Result(
                     name, False, error="Internal error in the worker:\n" + traceback.format_exc(), failure="exception"
                 )
             ]

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from engines.channel import Channel
-from engines.protocol import Image, Task, Unit, UnitResult
+from engines.protocol import Image, Result, Task, Unit
 from engines.serialize import frame_to_json
 from engines.wire import MAX_STDOUT_CHARS, clip
 from engines.worker.results import NotSerializable, pickled, render
@@ -160,14 +160,14 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def run_task(task: Task, batches: list[pa.RecordBatch], channel: Channel | None = None) -> list[UnitResult]:
+def run_task(task: Task, batches: list[pa.RecordBatch], channel: Channel | None = None) -> list[Result]:
     """Run every unit in order; stop at the first failure (the whole call fails, as in OML)."""
     connect_oml(task.oml, task.call_id, task.datastore_generation, channel)
     try:
         func = function_for(task.script_name, task.source)
     except Exception as e:  # noqa: BLE001 - the user's module-level code failed
         return [
-            UnitResult(
+            Result(
                 task.units[0].name if task.units else "", False, error=_format(e, task.script_name), failure="exception"
             )
         ]
@@ -187,18 +187,18 @@ def run_task(task: Task, batches: list[pa.RecordBatch], channel: Channel | None 
     return _within_size(task, results)
 
 
-def _within_size(task: Task, results: list[UnitResult]) -> list[UnitResult]:
+def _within_size(task: Task, results: list[Result]) -> list[Result]:
     """The results, or a failure when together they are bigger than the output size limit."""
     total = 0
     for i, r in enumerate(results):
         total += len(r.json) + sum(len(img.png) for img in r.images)
         if total > task.output_max_bytes:
             message = f"Output exceeds maximum size of {task.output_max_bytes} bytes"
-            return [*results[:i], UnitResult(r.name, False, stdout=r.stdout, error=message, failure="size")]
+            return [*results[:i], Result(r.name, False, stdout=r.stdout, error=message, failure="size")]
     return results
 
 
-def _render_frames(results: list[UnitResult], frames: dict[int, pd.DataFrame]) -> None:
+def _render_frames(results: list[Result], frames: dict[int, pd.DataFrame]) -> None:
     """JSON for the deferred DataFrames: all at once when they share columns and types (the records of the
     concatenation are the concatenation of the records), else one by one."""
     first = next(iter(frames.values()))
@@ -220,7 +220,7 @@ def _run_unit(
     func: Callable[..., Any],
     inputs: Frames,
     frames: dict[int, pd.DataFrame] | None = None,
-) -> UnitResult:
+) -> Result:
     args: list[Any] = []
     if unit.batch is not None:
         args.append(to_input(inputs[unit.batch], task.input_type, task.na_omit))
@@ -236,11 +236,11 @@ def _run_unit(
         images = _figures() if task.graphics else []
     except Exception as e:  # noqa: BLE001 - any error of the user's code is reported, never raised
         _close_figures()
-        return UnitResult(unit.name, False, stdout=_clip(out), error=_format(e, task.script_name), failure="exception")
+        return Result(unit.name, False, stdout=_clip(out), error=_format(e, task.script_name), failure="exception")
     _close_figures()
     if frames is not None and isinstance(value, pd.DataFrame):
         if len(value) > task.output_limit:
-            return UnitResult(
+            return Result(
                 unit.name,
                 False,
                 stdout=_clip(out),
@@ -248,22 +248,22 @@ def _run_unit(
                 error=f"Output exceeds maximum length {task.output_limit}",
             )
         frames[position] = value
-        return UnitResult(unit.name, True, b"", True, len(value), images, _clip(out))
+        return Result(unit.name, True, b"", True, len(value), images, _clip(out))
     try:
         data, is_frame, length = pickled(value) if task.result_format == "pickle" else render(value)
     except NotSerializable as e:
-        return UnitResult(unit.name, False, stdout=_clip(out), error=str(e), failure="serialize")
+        return Result(unit.name, False, stdout=_clip(out), error=str(e), failure="serialize")
     if task.result_format == "pickle":
-        return UnitResult(unit.name, True, data, is_frame, length, images, _clip(out))
+        return Result(unit.name, True, data, is_frame, length, images, _clip(out))
     if length > task.output_limit:
-        return UnitResult(
+        return Result(
             unit.name,
             False,
             stdout=_clip(out),
             failure="output",
             error=f"Output exceeds maximum length {task.output_limit}",
         )
-    return UnitResult(unit.name, True, data, is_frame, length, images, _clip(out))
+    return Result(unit.name, True, data, is_frame, length, images, _clip(out))
 
 
 def _clip(out: io.StringIO) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from engines.errors import PoolBusy
 from engines.pool import PoolConfig, WorkerDied, WorkerPool, remove_stale_scratch
-from engines.protocol import Task, Unit, UnitResult, WorkerLimits
+from engines.protocol import Result, Task, Unit, WorkerLimits
 from tests.conftest import wait_for
 
 
@@ -34,7 +34,7 @@ def pool():
     p.close()
 
 
-def run(pool: WorkerPool, source: str, name: str, user: str = "MALLORY", **kwargs: object) -> UnitResult:
+def run(pool: WorkerPool, source: str, name: str, user: str = "MALLORY", **kwargs: object) -> Result:
     (worker,) = pool.acquire(user, 1, 30)
     healthy = False
     try:
@@ -46,7 +46,7 @@ def run(pool: WorkerPool, source: str, name: str, user: str = "MALLORY", **kwarg
         pool.release(worker, healthy=healthy)
 
 
-def value(result: UnitResult) -> object:
+def value(result: Result) -> object:
     assert result.ok, result.error
     return orjson.loads(result.json)
 
