@@ -94,3 +94,28 @@ def test_workers_cannot_read_outside_their_sandbox(pool, tmp_path):
 def test_workers_run_in_their_own_directory(pool):
     cwd = call(pool, "ALICE")["cwd"]
     assert os.path.basename(cwd).startswith("pyqd-worker-")
+
+
+def test_many_waiting_callers_are_all_served_in_turn(pool):
+    """A release wakes only the caller whose turn it is: none may be forgotten (two users, each with one worker's
+    share of this 2-worker pool, twelve callers each, all waiting at once)."""
+    import threading
+
+    done: list[str] = []
+    errors: list[BaseException] = []
+
+    def caller(user: str) -> None:
+        try:
+            for _ in range(3):
+                call(pool, user)
+            done.append(user)
+        except BaseException as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(u,)) for u in ("ALICE", "BOB") * 12]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and sorted(done) == ["ALICE"] * 12 + ["BOB"] * 12
+    assert pool.stats()["waiting"] == 0
