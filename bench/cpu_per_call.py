@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import pickle
+import signal
 import tempfile
 import threading
 import time
@@ -140,7 +141,8 @@ def main() -> None:
             print(
                 json.dumps({"server": srv.proc.pid, "headers": headers, "calls": {k: v[0] for k, v in calls.items()}})
             )
-            print("holding; Ctrl-C to stop", flush=True)
+            print("holding; Ctrl-C (or SIGTERM) to stop", flush=True)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
                 while True:
                     time.sleep(3600)

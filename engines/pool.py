@@ -241,20 +241,21 @@ class WorkerPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.spawner = Spawner(config.preload)
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._fresh: list[Worker] = []
         self._idle: dict[str, list[Worker]] = defaultdict(list)
         self._busy: set[Worker] = set()
         self._starting = 0
         self._closed = False
-        #: Callers waiting in acquire(), in arrival order: (ticket, user).
-        self._queue: deque[tuple[object, str]] = deque()
+        #: Callers waiting in acquire(), in arrival order.
+        self._queue: deque[_Ticket] = deque()
         self._watchdog: threading.Thread | None = None
         #: Workers being started for a user in acquire() (they count against the user's share).
         self._spawning: dict[str, int] = defaultdict(int)
         self._thread: threading.Thread | None = None
         #: Wakes the maintenance thread (a fresh worker was taken, a worker went); the watchdog waits on
-        #: `_closing`. Neither waits on `_cond`, which every acquire and release signal.
+        #: `_closing`. Neither waits on `_cond`: every acquire and release changes what it guards.
         self._maintenance = threading.Event()
         self._closing = threading.Event()
 
@@ -300,7 +301,8 @@ class WorkerPool:
             self._closed = True
             workers = self._fresh + [w for ws in self._idle.values() for w in ws] + list(self._busy)
             self._fresh, self._idle, self._busy = [], defaultdict(list), set()
-            self._cond.notify_all()
+            for ticket in self._queue:
+                ticket.turn.notify()
         self._closing.set()
         self._maintenance.set()
         for w in workers:
@@ -365,7 +367,7 @@ class WorkerPool:
         except Exception:
             with self._cond:
                 self._starting -= 1
-                self._cond.notify_all()
+                self._wake_turn()
             raise
         with self._cond:
             self._starting -= 1
@@ -373,7 +375,7 @@ class WorkerPool:
                 worker.kill()
                 return
             self._fresh.append(worker)
-            self._cond.notify_all()
+            self._wake_turn()
 
     def _maintain(self) -> None:
         while True:
@@ -409,7 +411,7 @@ class WorkerPool:
         """Up to `n` workers for `user` (at least one), waiting at most `timeout_s` for the first. Callers are
         served in arrival order; PoolBusy when none became free in time, Cancelled once `cancelled` is set."""
         deadline = time.monotonic() + timeout_s
-        ticket = (object(), user)
+        ticket = _Ticket(user, self._lock)
         with self._cond:
             self._queue.append(ticket)
         try:
@@ -422,7 +424,7 @@ class WorkerPool:
                         raise PoolBusy()
                     if cancelled is not None and cancelled.is_set():
                         raise Cancelled()
-                    if self._my_turn(ticket, user):
+                    if self._my_turn(ticket):
                         got, spawn, evict = self._reserve(user, min(n, self._room_for(user)))
                         self._spawning[user] += spawn
                 for w in evict:
@@ -440,18 +442,18 @@ class WorkerPool:
                             new.user = user
                             self._busy.add(new)
                             got.append(new)
-                        self._cond.notify_all()
+                        self._wake_turn()
                 if got:
                     return got
                 with self._cond:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise PoolBusy()
-                    self._cond.wait(min(remaining, 1.0))
+                    ticket.turn.wait(min(remaining, 1.0))
         finally:
             with self._cond:
                 self._queue.remove(ticket)
-                self._cond.notify_all()
+                self._wake_turn()
 
     def _held(self, user: str) -> int:
         """Workers held by the user a key belongs to (a key is the user, or the user and a script owner)."""
@@ -464,17 +466,25 @@ class WorkerPool:
         """Workers `user` may still take (the per-user share less what the user holds)."""
         return self.config.user_share - self._held(user)
 
-    def _my_turn(self, ticket: tuple[object, str], user: str) -> bool:
+    def _my_turn(self, ticket: _Ticket) -> bool:
         """Callers are served in arrival order, except that a caller whose user holds a full share is passed
         over (so one user's many calls cannot make everyone else wait behind them)."""
-        if self._room_for(user) <= 0:
-            return False
+        return self._turn() is ticket
+
+    def _turn(self) -> _Ticket | None:
+        """Under the lock: the waiting caller whose turn it is (the first whose user has room), if any."""
         for waiting in self._queue:
-            if waiting is ticket:
-                return True
-            if self._room_for(waiting[1]) > 0:
-                return False
-        return False
+            if self._room_for(waiting.user) > 0:
+                return waiting
+        return None
+
+    def _wake_turn(self) -> None:
+        """Under the lock, after a change (a worker given back or added, a caller gone): wake the caller whose
+        turn it is, and only that one; waking every waiter costs each a thread switch and the GIL, and all
+        but one go back to sleep."""
+        ticket = self._turn()
+        if ticket is not None:
+            ticket.turn.notify()
 
     def _reserve(self, user: str, n: int) -> tuple[list[Worker], int, list[Worker]]:
         """Under the lock: the user's idle workers, then fresh ones, then room to start (evicting other users'
@@ -500,9 +510,10 @@ class WorkerPool:
         return self.config.size
 
     def wake(self) -> None:
-        """Wake the callers waiting in acquire() (one of them was cancelled)."""
+        """Wake every caller waiting in acquire() (one of them was cancelled: it stops waiting, the rest wait on)."""
         with self._cond:
-            self._cond.notify_all()
+            for ticket in self._queue:
+                ticket.turn.notify()
 
     def waiting(self) -> int:
         """Callers waiting for a worker (a running call gives workers back between tasks when this is > 0)."""
@@ -531,10 +542,20 @@ class WorkerPool:
             if not retire and not self._closed:
                 worker.last_used = time.monotonic()
                 self._idle[worker.user or ""].append(worker)
-            self._cond.notify_all()
+            self._wake_turn()
         if retire:
             worker.kill()
             self._maintenance.set()
+
+
+class _Ticket:
+    """A caller waiting in acquire(): its user, and the condition (on the pool's lock) it waits on."""
+
+    __slots__ = ("turn", "user")
+
+    def __init__(self, user: str, lock: threading.RLock) -> None:
+        self.user = user
+        self.turn = threading.Condition(lock)
 
 
 def _over_quota(quota: int) -> str:

@@ -10,6 +10,7 @@ import pytest
 from engines.pool import PoolConfig, WorkerPool
 from engines.protocol import Task, Unit, WorkerLimits
 from engines.worker.sandbox import abi_version
+from tests.conftest import wait_for
 
 #: Returns a token that identifies the worker process (made on its first call) and its user-visible facts.
 IDENTIFY = """def identify(probe=None):
@@ -94,3 +95,56 @@ def test_workers_cannot_read_outside_their_sandbox(pool, tmp_path):
 def test_workers_run_in_their_own_directory(pool):
     cwd = call(pool, "ALICE")["cwd"]
     assert os.path.basename(cwd).startswith("pyqd-worker-")
+
+
+def test_many_waiting_callers_are_all_served_in_turn(pool):
+    """A release wakes only the caller whose turn it is: none may be forgotten (two users, each with one worker's
+    share of this 2-worker pool, twelve callers each, all waiting at once)."""
+    import threading
+
+    done: list[str] = []
+    errors: list[BaseException] = []
+
+    def caller(user: str) -> None:
+        try:
+            for _ in range(3):
+                call(pool, user)
+            done.append(user)
+        except BaseException as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(u,)) for u in ("ALICE", "BOB") * 12]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and sorted(done) == ["ALICE"] * 12 + ["BOB"] * 12
+    assert pool.stats()["waiting"] == 0
+
+
+def test_a_caller_cancelled_while_it_waits_stops_waiting(pool):
+    import threading
+
+    from engines.errors import Cancelled
+
+    held = [*pool.acquire("ALICE", 1, timeout_s=60), *pool.acquire("CAROL", 1, timeout_s=60)]  # the whole pool
+    cancelled = threading.Event()
+    outcome: list[object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(pool.acquire("BOB", 1, timeout_s=120, cancelled=cancelled))
+        except Cancelled as e:
+            outcome.append(e)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    try:
+        wait_for(lambda: pool.waiting() == 1)
+        cancelled.set()
+        pool.wake()
+        waiter.join(30)  # at once, not after the 120 s wait
+        assert isinstance(outcome[0], Cancelled) and pool.waiting() == 0
+    finally:
+        for w in held:
+            pool.release(w)
