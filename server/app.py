@@ -72,7 +72,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         title="pyqd", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
     errors.install(app)
-    for module in (meta, tokens, versions, scripts, execution, jobs, datastores, tables, queries, admin):
+    # The execution verbs first: routes are matched in order, and they are the hot path (no paths overlap).
+    for module in (execution, meta, tokens, versions, scripts, jobs, datastores, tables, queries, admin):
         module.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))
