@@ -136,10 +136,10 @@ def main() -> None:
 
 
 def _model_scoring(args: argparse.Namespace) -> str:
-    """bench.scoring with this run's --duration, 2 rounds, the PYQD_PROCESSES=2 server, and the profile."""
+    """bench.scoring with this run's --duration and --reps (rounds), the PYQD_PROCESSES=2 server, and the profiles."""
     ns = argparse.Namespace(
         duration=args.duration,
-        rounds=2,
+        rounds=args.reps,
         models="regression,classifier",
         conc="1,8",
         no_processes2=False,
@@ -147,7 +147,7 @@ def _model_scoring(args: argparse.Namespace) -> str:
         profile_seconds=10,
         out=None,
     )
-    return scoring.run(ns, command=f"python -m bench.run --only model-scoring --duration {args.duration:g}")
+    return scoring.run(ns, command=f"python -m bench.run --only model-scoring --duration {args.duration:g} --reps {args.reps}")
 
 
 def splice_section(doc: str, section: str, title: str = scoring.TITLE) -> str:

@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,7 @@ class Row:
     batch: int
     concurrency: int
     runs: list[LoadResult] = field(default_factory=list)
-    cpu_us: list[float] = field(default_factory=list)  # serving processes' CPU per request, per run
+    cpu_us: list[tuple[float, float]] = field(default_factory=list)  # CPU µs per request: (root, children)
     load: list[float] = field(default_factory=list)  # 1-minute load average before each run
 
     @property
@@ -290,11 +291,13 @@ def measure(
                     with CpuMeter(pids[e.system]) as meter:
                         res = run_load(e.url, bodies[(e.system, n)], e.headers, concurrency=c, duration_s=duration_s)
                     row.runs.append(res)
-                    row.cpu_us.append(1e6 * (meter.own + meter.kids) / max(1, res["requests"]))
+                    done = max(1, res["requests"])
+                    row.cpu_us.append((1e6 * meter.own / done, 1e6 * meter.kids / done))
                     log(
                         f"  round {r + 1} {e.model} batch={n} c={c} {e.system}: p50 {res['p50_ms']:.2f} ms, "
                         f"p99 {res['p99_ms']:.2f} ms, {res['rps']:.0f} req/s, errors {res['errors']}, "
-                        f"CPU {row.cpu_us[-1]:.0f} us/req, load {row.load[-1]:.1f}"
+                        f"CPU {sum(row.cpu_us[-1]):.0f} us/req ({row.cpu_us[-1][0]:.0f} + {row.cpu_us[-1][1]:.0f}), "
+                        f"load {row.load[-1]:.1f}"
                     )
     return list(rows.values())
 
@@ -302,66 +305,110 @@ def measure(
 # --- profiling ---
 
 
-def profile(endpoint: Endpoint, frame: pd.DataFrame, pid: int, seconds: int, out_dir: Path) -> str:
-    """py-spy on the server (and its workers) while wrk scores one record at c=8: a flame graph, raw collapsed
-    stacks, and a summary of the frames with the largest shares (by self time and including callees)."""
+@dataclass(frozen=True)
+class ProfileCase:
+    label: str
+    endpoint: Endpoint
+    frame: pd.DataFrame
+    concurrency: int = 8
+
+
+def profile(case: ProfileCase, pid: int, seconds: int, out_dir: Path, flamegraph: bool = False) -> str:
+    """py-spy (`--gil --subprocesses`: the thread holding the GIL in the server and in each worker, so roughly
+    where CPU goes in Python) while wrk runs `case`; the shares per role and per function. With `flamegraph`, a
+    second run records an SVG of the server's threads (idle ones left out)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    body = endpoint.body(frame)
-    raw, svg = out_dir / "score.txt", out_dir / "score.svg"
-    results: dict[str, LoadResult] = {}
+    body = case.endpoint.body(case.frame)
+    slug = "".join(ch if ch.isalnum() else "-" for ch in case.label.lower())
+    raw, svg = out_dir / f"{slug}.txt", out_dir / f"{slug}.svg"
+    lines = []
+    runs = [("raw", raw, ["--gil", "--subprocesses"])] + ([("flamegraph", svg, [])] if flamegraph else [])
+    for fmt, path, extra in runs:
+        results: dict[str, LoadResult] = {}
 
-    def load() -> None:
-        results["load"] = run_load(endpoint.url, body, endpoint.headers, concurrency=8, duration_s=seconds + 4)
+        def load(results: dict[str, LoadResult] = results) -> None:
+            e = case.endpoint
+            results["r"] = run_load(e.url, body, e.headers, concurrency=case.concurrency, duration_s=seconds + 3)
 
-    summaries = []
-    for fmt, path, extra in (("raw", raw, ["--subprocesses"]), ("flamegraph", svg, [])):
         t = threading.Thread(target=load)
         t.start()
         time.sleep(1.0)  # let wrk reach its steady state
         argv = [pyspy, "record", "-o", str(path), "--format", fmt, "--pid", str(pid), "-d", str(seconds)]
-        subprocess.run([*argv, "--rate", "200", "--nonblocking", *extra], check=True, capture_output=True)
+        subprocess.run([*argv, "--rate", "250", "--nonblocking", *extra], check=True, capture_output=True)
         t.join()
-        res = results["load"]
-        summaries.append(f"{fmt}: under load {res['rps']:.0f} req/s, p50 {res['p50_ms']:.2f} ms")
-    return "\n".join([*summaries, summarize(raw.read_text()), f"flame graph: {svg}; collapsed stacks: {raw}"])
-
-
-def summarize(collapsed: str, top: int = 25) -> str:
-    """Shares of samples: per process, then per frame by self time and including callees (each counted once
-    per stack)."""
-    own: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    procs: Counter[str] = Counter()
-    total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        proc = frames[0] if frames[0].startswith("process ") else "?"
-        procs[proc.split(":", 1)[0] + (":" + proc.split(":", 1)[1][:60] if ":" in proc else "")] += n
-        names = [_frame(f) for f in frames if not f.startswith(("process ", "thread "))]
-        if names:
-            own[names[-1]] += n
-        for name in set(names):
-            incl[name] += n
-    if not total:
-        return "no samples"
-    pct = lambda n: f"{100 * n / total:5.1f}%"  # noqa: E731
-    lines = [f"{total} samples", "by process:"] + [f"  {pct(n)} {p}" for p, n in procs.most_common(8)]
-    lines += ["self time:"] + [f"  {pct(n)} {f}" for f, n in own.most_common(top)]
-    lines += ["including callees:"] + [f"  {pct(n)} {f}" for f, n in incl.most_common(top)]
+        r = results["r"]
+        lines.append(f"{fmt} run: wrk c={case.concurrency} {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms")
+    lines += [summarize(raw.read_text()), f"collapsed stacks: {raw}" + (f"; flame graph: {svg}" if flamegraph else "")]
     return "\n".join(lines)
 
 
+def summarize(collapsed: str, top: int = 18) -> str:
+    """Shares of the samples: server vs worker processes, then per role the functions by self time and including
+    callees (a function counted once per stack)."""
+    own: dict[str, Counter[str]] = {"server": Counter(), "worker": Counter()}
+    incl: dict[str, Counter[str]] = {"server": Counter(), "worker": Counter()}
+    roles: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        procs = PROCESS.findall(stack)  # a command line may hold ";"
+        role = "worker" if procs and "engines.worker" in procs[-1] else "server"
+        roles[role] += n
+        frames = [f for f in PROCESS.sub("", stack).split(";") if f]
+        names = [_frame(f) for f in frames if not f.startswith("thread ")]
+        if names:
+            own[role][names[-1]] += n
+        for name in set(names):
+            incl[role][name] += n
+    if not total:
+        return "no samples"
+
+    def pct(n: int) -> str:
+        return f"{100 * n / total:5.1f}%"
+
+    lines = [f"{total} samples (GIL holders): " + ", ".join(f"{r} {pct(n).strip()}" for r, n in roles.most_common())]
+    for role in ("server", "worker"):
+        if not roles[role]:
+            continue
+        lines += [f"{role}, self time:"] + [f"  {pct(n)} {f}" for f, n in own[role].most_common(top)]
+        common = [(f, n) for f, n in incl[role].most_common() if not f.endswith(ENTRY_POINTS)][:top]
+        lines += [f"{role}, including callees:"] + [f"  {pct(n)} {f}" for f, n in common]
+    return "\n".join(lines)
+
+
+PROCESS = re.compile(r'process \d+:"[^"]*"')
+#: Files of the frames every stack starts with (process start, CLI, event loop, thread start): left out of the
+#: "including callees" lists.
+ENTRY_POINTS = tuple(
+    f"({name})"
+    for name in (
+        "click/core.py",
+        "server/cli.py",
+        "uvicorn/main.py",
+        "uvicorn/_compat.py",
+        "uvicorn/server.py",
+        "asyncio/runners.py",
+        "asyncio/base_events.py",
+        "asyncio/events.py",
+        "<string>",
+        "<frozen runpy>",
+        "worker/template.py",
+        "python3.11/threading.py",
+        "threading.py",
+    )
+)
+
+
 def _frame(f: str) -> str:
-    """`func (path/to/file.py:123)` -> `func (file.py)`, folding line numbers so one function is one entry."""
+    """`func (path/to/file.py:123)` -> `func (to/file.py)`, folding line numbers so one function is one entry."""
     name, _, where = f.partition(" (")
     where = where.rstrip(")").rsplit(":", 1)[0]
     parts = where.split("/")
-    for anchor in ("site-packages", "lib", "wt-bench", "main"):
+    for anchor in ("site-packages", "python3.11"):
         if anchor in parts:
             parts = parts[len(parts) - parts[::-1].index(anchor) :]
             break
@@ -384,7 +431,8 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         "",
     ]
     by = {(r.system, r.model, r.batch, r.concurrency): r for r in rows}
-    header = ["system", "c", "p50 ms", "p99 ms", "req/s", "req/s ÷ Flask", "p50 − Flask ms", "CPU µs/req", "load"]
+    header = ["system", "c", "p50 ms", "p99 ms", "req/s", "req/s ÷ Flask", "p50 − Flask ms"]
+    header += ["CPU µs/req (server + workers)", "load"]
     for model in dict.fromkeys(r.model for r in rows):
         for batch in dict.fromkeys(r.batch for r in rows):
             table = []
@@ -404,7 +452,7 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
                             f"{b['rps']:.0f}",
                             f"{b['rps'] / fl['rps']:.2f}" if fl else "–",
                             f"{b['p50_ms'] - fl['p50_ms']:+.2f}" if fl else "–",
-                            f"{r.cpu_us[r.best]:.0f}",
+                            _cpu(r.cpu_us[r.best], r.system),
                             f"{max(r.load):.1f}",
                         ]
                         + ([] if not b["errors"] else [f"errors {b['errors']}"])
@@ -413,6 +461,12 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
             out += [f"### {model}, {what} per request", "", markdown_table(header, table), ""]
     out += ["### Targets", "", targets(by), ""]
     return "\n".join(out)
+
+
+def _cpu(cpu: tuple[float, float], system: str) -> str:
+    """pyqd: total (server + workers); the apps: total (their workers; gunicorn's master is idle)."""
+    own, kids = cpu
+    return f"{own + kids:.0f} ({own:.0f} + {kids:.0f})" if system.startswith("pyqd") else f"{own + kids:.0f}"
 
 
 def targets(by: dict[tuple[str, str, int, int], Row]) -> str:
@@ -480,6 +534,22 @@ def systems(work: Path, models: list[Fitted], processes2: bool) -> Iterator[tupl
         yield endpoints, pids
 
 
+def profile_cases(endpoints: list[Endpoint], models: list[Fitted]) -> list[ProfileCase]:
+    """The issue's case (ONNX, one record, c=8) first; then PYTHON the same way, and the 1,000-record
+    classifier in ONNX (where pyqd is furthest behind) when those were measured."""
+    found = {(e.system, e.model): e for e in endpoints}
+    cases = []
+    for system, model, rows, label in (
+        ("pyqd ONNX", models[0].name, 1, f"pyqd ONNX, {models[0].name}, one record, c=8"),
+        ("pyqd PYTHON", models[0].name, 1, f"pyqd PYTHON, {models[0].name}, one record, c=8"),
+        ("pyqd ONNX", "classifier", BATCH, f"pyqd ONNX, classifier, {BATCH:,} records, c=8"),
+    ):
+        fitted = next((m for m in models if m.name == model), None)
+        if fitted is not None and (system, model) in found:
+            cases.append(ProfileCase(label, found[(system, model)], records(fitted.columns, rows, seed=1 + rows)))
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load-generator run")
@@ -521,16 +591,18 @@ def run(args: argparse.Namespace, command: str | None = None) -> str:
                 own = {e.system: pids.get(e.system) or pids[f"{e.system}/{fitted.name}"] for e in mine}
                 rows += measure(mine, frames, own, concurrencies, args.duration, args.rounds)
             if args.profile:
-                e = next(e for e in endpoints if e.system == "pyqd ONNX" and e.model == models[0].name)
                 log("-- profile")
-                profile_text = profile(
-                    e, records(models[0].columns, 1, seed=1), pids[e.system], args.profile_seconds, work
+                profile_text = "\n".join(
+                    f"#### {case.label}\n\n```\n"
+                    + profile(case, pids[case.endpoint.system], args.profile_seconds, work, flamegraph=i == 0)
+                    + "\n```\n"
+                    for i, case in enumerate(profile_cases(endpoints, models))
                 )
     finally:
         meta["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     text = render(rows, meta)
     if profile_text:
-        text += f"\n### Profile (py-spy, pyqd ONNX, one record, c=8)\n\n```\n{profile_text}\n```\n"
+        text += f"\n### Profiles (py-spy --gil, server and workers)\n\n{profile_text}"
     text += f"\n({time.perf_counter() - started:.0f} s)\n"
     if args.out:
         Path(args.out).write_text(text)
