@@ -147,7 +147,8 @@ def _model_scoring(args: argparse.Namespace) -> str:
         profile_seconds=10,
         out=None,
     )
-    return scoring.run(ns, command=f"python -m bench.run --only model-scoring --duration {args.duration:g} --reps {args.reps}")
+    command = f"python -m bench.run --only model-scoring --duration {args.duration:g} --reps {args.reps}"
+    return scoring.run(ns, command=command)
 
 
 def splice_section(doc: str, section: str, title: str = scoring.TITLE) -> str:
