@@ -482,7 +482,7 @@ def targets(by: dict[tuple[str, str, int, int], Row]) -> str:
         fl8, fl1 = best(FLASK, 8), best(FLASK, 1)
         if not fl8 or not fl1:
             continue
-        for system in sorted({s for (s, m, n, _) in by if (m, n) == (model, batch) and s.startswith("pyqd")}):
+        for system in dict.fromkeys(s for (s, m, n, _) in by if (m, n) == (model, batch) and s.startswith("pyqd")):
             kind = system.rsplit(" ", 1)[1]
             goal = 1.0 if kind == "ONNX" else 0.5
             r8, r1 = best(system, 8), best(system, 1)
@@ -513,13 +513,16 @@ def targets(by: dict[tuple[str, str, int, int], Row]) -> str:
 
 
 @contextlib.contextmanager
-def systems(work: Path, models: list[Fitted], processes2: bool) -> Iterator[tuple[list[Endpoint], dict[str, int]]]:
-    """Every system up, every model stored and deployed; the endpoints and each system's root pid."""
+def systems(
+    work: Path, models: list[Fitted], processes2: bool, source: str | None = None
+) -> Iterator[tuple[list[Endpoint], dict[str, int]]]:
+    """Every system up, every model stored and deployed; the endpoints and each system's root pid. `source`: run
+    pyqd from another checkout."""
     with contextlib.ExitStack() as stack:
-        srv = stack.enter_context(running_server())
+        srv = stack.enter_context(running_server(source=source))
         servers = [("pyqd", srv)]
         if processes2:
-            srv2 = stack.enter_context(running_server(data_dir=srv.data_dir, PYQD_PROCESSES="2"))
+            srv2 = stack.enter_context(running_server(data_dir=srv.data_dir, source=source, PYQD_PROCESSES="2"))
             servers.append(("pyqd (2 processes)", srv2))
         headers = srv.add_user(USER, PASSWORD)
         endpoints: list[Endpoint] = []
@@ -560,6 +563,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy pyqd's server during 1-record ONNX at c=8")
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument("--out", help="also write the markdown section to this file")
+    parser.add_argument("--source", help="run pyqd from another checkout (e.g. a worktree with a change to try)")
     args = parser.parse_args()
     print(run(args), flush=True)
 
@@ -582,7 +586,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> str:
     rows: list[Row] = []
     profile_text = ""
     try:
-        with systems(work, models, not args.no_processes2) as (endpoints, pids):
+        with systems(work, models, not args.no_processes2, getattr(args, "source", None)) as (endpoints, pids):
             for fitted in models:
                 mine = [e for e in endpoints if e.model == fitted.name]
                 frames = {1: records(fitted.columns, 1, seed=1), BATCH: records(fitted.columns, BATCH, seed=2)}
