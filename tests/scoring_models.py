@@ -120,3 +120,47 @@ def oracle_zip(onnx: bytes, metadata: dict[str, Any] | None, labels: list[str] |
         if labels is not None:
             z.writestr("label.txt", "\n".join(labels) + "\n")
     return buf.getvalue()
+
+
+@functools.cache
+def colour_classifier() -> bytes:
+    """An ONNX_IMG model: a [N,3,8,8] image (channels first) → softmax of each channel's mean × 10, so the
+    dominant colour wins; zipped with metadata.json (8 × 8, RGB, scale 1/255) and label.txt (red, green, blue)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["means"], axes=[2, 3], keepdims=0),
+        helper.make_node("Mul", ["means", "ten"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "colours",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "function": "classification",
+        "classificationProbOutput": "probs",
+        "height": 8,
+        "width": 8,
+        "channel": 3,
+        "inputChannel": "RGB",
+        "mean": [0, 0, 0],
+        "scale": [1 / 255, 1 / 255, 1 / 255],
+        "inputTensorDimNames": ["batch", "channel", "height", "width"],
+    }
+    return oracle_zip(model.SerializeToString(), meta, ["red", "green", "blue"])
+
+
+def png(colour: tuple[int, int, int], size: int = 20) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
