@@ -259,8 +259,8 @@ def test_an_unknown_endpoint_answers_what_apex_shows_as_the_error(apex):
 
 @SQLITE_ONLY
 def test_a_classification_endpoint_gives_rows_of_labels_and_probabilities(apex):
-    """The recipe's second data profile: row selector `scoringResults[0].classifications` (or an ARRAY column
-    `classifications` with `label` and `probability`)."""
+    """The recipe's classification profile: row selector `scoringResults`, an ARRAY column `classifications`
+    whose rows have `label` and `probability`, the most probable first."""
     url, client_id, secret = apex
     with httpx.Client(base_url=url, timeout=60) as client:
         token = client.post(
