@@ -14,6 +14,7 @@ COPY server ./server
 COPY repository ./repository
 COPY datastore ./datastore
 COPY tables ./tables
+COPY models ./models
 COPY engines ./engines
 COPY oml ./oml
 RUN pip install . \

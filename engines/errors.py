@@ -14,7 +14,11 @@ ExecutionError
 │   └── UserJobQueueFull(user, limit, retry_after)  too many of this user's own jobs wait to run
 ├── Cancelled()                    the call was cancelled (job deleted)
 ├── JobAbandoned(message)          the servers running a job stopped too often; it was not run again
-└── EngineFault(message)           a failure of pyqd itself (the server log has the details)
+├── EngineFault(message)           a failure of pyqd itself (the server log has the details)
+└── ScoringError(message)          scoring a deployed model (OML Services) failed
+    ├── ModelUnreadable(message)   the bytes are not a model of the declared type (when storing it)
+    ├── ScoreRejected(message)     the score request does not fit the model (names the record and attribute)
+    └── ModelFailed(message)       the model raised while scoring, or answered what cannot be read
 
 JobError
 ├── JobNotFound(job_id)            no such job of the caller's
@@ -105,6 +109,22 @@ class JobAbandoned(ExecutionError):
 
 
 class EngineFault(ExecutionError):
+    pass
+
+
+class ScoringError(ExecutionError):
+    pass
+
+
+class ModelUnreadable(ScoringError):
+    pass
+
+
+class ScoreRejected(ScoringError):
+    pass
+
+
+class ModelFailed(ScoringError):
     pass
 
 

@@ -11,20 +11,26 @@ matplotlib's figures are the process's too, so graphics are right only for tasks
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from engines.channel import Channel, ChannelError, ChannelTimeout
 from engines.errors import Cancelled, PoolBusy
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
 from engines.protocol import Result, Task
+
+T = TypeVar("T")
 
 
 class InlineWorker:
     def __init__(self) -> None:
         self.user: str | None = None
+        self.model: str | None = None
         self.killed = False
         self.tasks = 0
         self._stop = threading.Event()
@@ -65,6 +71,45 @@ class InlineWorker:
         if isinstance(result, BaseException):
             raise WorkerDied(f"the worker failed: {result!r}")
         return result
+
+    def exchange(
+        self,
+        send: Callable[[Channel, float], None],
+        read: Callable[[dict[str, Any], list[Any]], T],
+        timeout_s: float,
+    ) -> T:
+        """One model message through a real channel (a socket pair), answered by the worker's own handler in a
+        thread of this process."""
+        from engines.worker.main import handle_model_message
+
+        if self.killed:
+            raise WorkerDied("the worker was killed")
+        self.tasks += 1
+        ours, theirs = socket.socketpair()
+        server, worker = Channel(ours), Channel(theirs)
+
+        def work() -> None:
+            try:
+                header, blobs = worker.recv()
+                handle_model_message(worker, header, blobs)
+            except (OSError, EOFError):
+                pass
+
+        threading.Thread(target=work, name="pyqd-inline-model", daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            send(server, deadline)
+            header, blobs = server.recv(deadline)
+            return read(header, blobs)
+        except ChannelTimeout:
+            self.kill()
+            raise WorkerTimedOut() from None
+        except ChannelError as e:
+            self.kill()
+            raise WorkerDied(f"the worker sent a malformed message ({e})") from None
+        finally:
+            server.close()
+            worker.close()
 
     def kill(self, reason: str | None = None) -> None:
         self.killed = True

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from engines import wire
 from engines.channel import Channel, ChannelError, ChannelTimeout
@@ -25,6 +26,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: Answers a worker's ("http", method, path, headers, body) with ("http-response", status, headers, body).
 RequestHandler = Callable[[tuple], tuple]
+T = TypeVar("T")
 
 #: Seconds between maintenance rounds (refill warm workers, retire idle ones).
 MAINTENANCE_INTERVAL_S = 0.5
@@ -82,6 +84,8 @@ class Worker:
     def __init__(self, pid: int, channel: Channel, tmp_dir: str, confinement: str, pool: WorkerPool) -> None:
         self.pid, self.channel, self.tmp_dir, self.confinement = pid, channel, tmp_dir, confinement
         self.user: str | None = None
+        #: Digest of the model this worker has loaded (`engines.scoring`), if any.
+        self.model: str | None = None
         self.tasks = 0
         self.last_used = time.monotonic()
         self.killed = False
@@ -110,13 +114,8 @@ class Worker:
         """Send a task (and its Arrow IPC messages) and wait for its results, answering the requests the
         script's `import oml` makes meanwhile with `on_request`; WorkerTimedOut or WorkerDied otherwise. A
         message that breaks the channel's grammar kills the worker (WorkerDied)."""
-        self.tasks += 1
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            if self.killed:
-                raise self._stopped()
-            self._running = True
-        try:
+
+        def talk(deadline: float) -> list[Result]:
             wire.send_task(self.channel, task, data, deadline)
             while True:
                 header, blobs = self.channel.recv(deadline)  # ChannelTimeout once the deadline passes
@@ -131,6 +130,34 @@ class Worker:
                     self._check_scratch()
                     return results
                 raise ChannelError(f"unexpected message {header['t'][:40]!r}")
+
+        return self._talk(talk, timeout_s)
+
+    def exchange(
+        self,
+        send: Callable[[Channel, float], None],
+        read: Callable[[dict[str, Any], list[Any]], T],
+        timeout_s: float,
+    ) -> T:
+        """One message and its answer (`send` writes it, `read` checks the answer: a ChannelError there kills the
+        worker); WorkerTimedOut or WorkerDied as for `run`."""
+
+        def talk(deadline: float) -> T:
+            send(self.channel, deadline)
+            header, blobs = self.channel.recv(deadline)
+            return read(header, blobs)
+
+        return self._talk(talk, timeout_s)
+
+    def _talk(self, talk: Callable[[float], T], timeout_s: float) -> T:
+        self.tasks += 1
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if self.killed:
+                raise self._stopped()
+            self._running = True
+        try:
+            return talk(deadline)
         except ChannelTimeout:
             raise WorkerTimedOut() from None
         except ChannelError as e:

@@ -6,6 +6,8 @@ server → worker
                     kwargs: JSON text, input_type, na_omit, graphics, oml, datastore_generation, output_limit,
                     result_format}; blobs: the Arrow IPC streams of the units' input, in order
     http-response  {t, status, headers: [[bin, bin]...]}; blob 0: the body
+    model          {t, kind, digest}; blob 0: a stored model's bytes (load it, keep it, describe it)
+    score          {t, digest, images}; blob 0: an OML Services score body (JSON), or each blob an image file
 
 worker → server
     ready          {t, pid, confinement}
@@ -13,6 +15,8 @@ worker → server
     http           {t, method, path, headers: [[bin, bin]...]}; blob 0: the body (a request of `import oml`)
     results        {t, units: [{name, ok, is_frame, length, stdout, error, failure, value, images}...]};
                    `value`, `stdout` (UTF-8) and each image's `png` are blob numbers; an image is [png, title|nil]
+    model-info     {t, ok, error|nil}; blob 0: the model's metadata as a JSON object (empty when not ok)
+    scored         {t, ok, failure: "input"|"model"|nil, error|nil}; blob 0: the answer's JSON (empty when not ok)
 
 A worker message that breaks these rules raises `ChannelError` (the server kills the worker).
 """
@@ -86,7 +90,61 @@ def send_response(
     channel.send({"t": "http-response", "status": status, "headers": [list(h) for h in headers]}, [body], deadline)
 
 
+def send_model(channel: Channel, kind: str, digest: str, data: bytes, deadline: float | None = None) -> None:
+    channel.send({"t": "model", "kind": kind, "digest": digest}, [data], deadline)
+
+
+def send_score(
+    channel: Channel, digest: str, body: bytes, images: list[bytes] | None = None, deadline: float | None = None
+) -> None:
+    blobs = [body] if images is None else images
+    channel.send({"t": "score", "digest": digest, "images": images is not None}, blobs, deadline)
+
+
 # -- worker → server -----------------------------------------------------------------------------------
+def send_model_info(channel: Channel, metadata: bytes | None, error: str | None) -> None:
+    channel.send(
+        {"t": "model-info", "ok": error is None, "error": None if error is None else clip(error)}, [metadata or b""]
+    )
+
+
+def send_scored(channel: Channel, body: bytes | None, failure: str | None = None, error: str | None = None) -> None:
+    header = {"t": "scored", "ok": failure is None, "failure": failure, "error": None if error is None else clip(error)}
+    channel.send(header, [body or b""])
+
+
+#: Largest model description a worker may send, bytes.
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+SCORE_FAILURES = frozenset({"input", "model"})
+
+
+def read_model_info(header: dict[str, Any], blobs: list[Blob]) -> tuple[bytes | None, str | None]:
+    """(metadata JSON, None) or (None, why the model could not be loaded); ChannelError if malformed."""
+    if header.get("t") != "model-info" or len(blobs) != 1:
+        raise ChannelError("model-info: malformed")
+    ok, error = header.get("ok"), header.get("error")
+    if type(ok) is not bool or (error is not None and not isinstance(error, str)) or ok != (error is None):
+        raise ChannelError("model-info: bad ok/error")
+    if not ok:
+        return None, clip(error or "")
+    if len(blobs[0]) > MAX_METADATA_BYTES:
+        raise ChannelError("model-info: metadata too large")
+    return bytes(blobs[0]), None
+
+
+def read_scored(header: dict[str, Any], blobs: list[Blob]) -> tuple[bytes, str | None, str | None]:
+    """(answer JSON, failure kind, error): the failure is "input" (the caller's request) or "model" (the
+    model raised); ChannelError if malformed. The answer is not parsed: the server hands it to the caller."""
+    if header.get("t") != "scored" or len(blobs) != 1:
+        raise ChannelError("scored: malformed")
+    ok, failure, error = header.get("ok"), header.get("failure"), header.get("error")
+    if type(ok) is not bool or ok != (failure is None) or ok != (error is None):
+        raise ChannelError("scored: bad ok/failure/error")
+    if failure is not None and (failure not in SCORE_FAILURES or not isinstance(error, str)):
+        raise ChannelError("scored: bad failure")
+    return bytes(blobs[0]), failure, None if error is None else clip(error)
+
+
 def send_results(channel: Channel, results: list[Result]) -> None:
     blobs: list[Blob] = []
     units = []

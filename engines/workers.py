@@ -9,22 +9,37 @@ fast tests of everything above the processes. Nothing above the seam knows which
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
+from engines.channel import Channel
 from engines.pool import RequestHandler
 from engines.protocol import Result, Task
+
+T = TypeVar("T")
 
 
 class Worker(Protocol):
     #: Killed (by a time limit, a cancellation, or for breaking the rules): it must not be used again.
     killed: bool
+    #: Digest of the model the worker has loaded (`engines.scoring`), if any.
+    model: str | None
 
     def run(
         self, task: Task, data: list[bytes], timeout_s: float, on_request: RequestHandler | None = None
     ) -> list[Result]:
         """The task's results, one per unit, stopping at the first failure; `engines.pool.WorkerTimedOut` past
         `timeout_s`, `engines.pool.WorkerDied` when the worker died or was killed meanwhile."""
+        ...
+
+    def exchange(
+        self,
+        send: Callable[[Channel, float], None],
+        read: Callable[[dict[str, Any], list[Any]], T],
+        timeout_s: float,
+    ) -> T:
+        """One message (`send` writes it before the deadline it is given) and its answer, checked by `read`
+        (a ChannelError there kills the worker); WorkerTimedOut or WorkerDied as for `run`."""
         ...
 
     def kill(self, reason: str | None = None) -> None: ...

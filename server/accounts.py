@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 
 from datastore import service as ds
+from models import service as models_service
 from repository import service as repo
 from server.auth import service as auth_service
 from server.auth.errors import LastAdministrator, UserExists
@@ -39,12 +40,14 @@ def remove_user(services: Services, name: str, *, removed_by: str | None = None)
             raise LastAdministrator(user.name)
         repo.drop_owner(session, user.name, reassign_globals_to=removed_by)
         ds.drop_owner(session, user.name)
+        models_service.remove_user(session, user.name)
         tbl.drop_owner(session, services.user_data, user.name)
         auth_service.remove_user(session, user.name)
         name = user.name
     services.forget_sessions(user=name)
     services.forget_scripts()  # their scripts, and those granted to them
     services.forget_datastore_generation()
+    services.forget_deployments()
 
 
 #: Name of the administrator created on first start.

@@ -16,7 +16,21 @@ from server.bridge import AppBridge
 from server.execution import open_execution
 from server.limits import BodyLimit
 from server.metrics import Metrics
-from server.routes import admin, datastores, execution, jobs, meta, queries, scripts, tables, tokens, versions
+from server.routes import (
+    admin,
+    datastores,
+    execution,
+    jobs,
+    meta,
+    omlmod,
+    omlmod_models,
+    queries,
+    scripts,
+    tables,
+    tokens,
+    versions,
+)
+from server.scoring import open_scorer
 from server.services import Services, make_pool, open_services
 from server.settings import Settings
 
@@ -51,6 +65,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         svc.bridge = AppBridge(app, max_answer=svc.settings.output_max_bytes)
         svc.bridge.start()
         svc.execution = open_execution(svc, observe=app.state.metrics.observe_execution)
+        svc.scorer = open_scorer(svc)
         assert svc.execution.scheduler is not None
         svc.execution.scheduler.start()
         app.state.services = svc
@@ -60,6 +75,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             assert svc.execution.scheduler is not None
             svc.execution.scheduler.stop()
             svc.execution = None
+            svc.scorer = None
             svc.bridge.close()
             svc.bridge = None
             if own_pool and svc.pool is not None:
@@ -73,7 +89,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     errors.install(app)
     # The execution verbs first: routes are matched in order, and they are the hot path (no paths overlap).
-    for module in (execution, meta, tokens, versions, scripts, jobs, datastores, tables, queries, admin):
+    for module in (execution, omlmod, meta, tokens, versions, scripts, jobs, datastores, tables, queries, admin):
+        module.install(app)
+    for module in (omlmod_models,):
         module.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))

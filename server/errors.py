@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from datastore import errors as ds
 from engines import errors as eng
+from models import errors as mdl
 from repository import errors as repo
 from server import fairness
 from server.auth import errors as auth
@@ -37,6 +38,7 @@ NOT_FOUND = ErrorCode(404, 1004)
 METHOD_NOT_ALLOWED = ErrorCode(405, 1005)
 ALREADY_EXISTS = ErrorCode(400, 1009)
 CHANGED = ErrorCode(409, 1010)
+CONFLICT = ErrorCode(409, 1011)
 TOO_LARGE = ErrorCode(413, 1013)
 INVALID_QUERY = ErrorCode(400, 1020)
 OUTPUT_TOO_LONG = ErrorCode(400, 1024)
@@ -45,6 +47,9 @@ NOT_SERIALIZABLE = ErrorCode(400, 1031)
 TIME_LIMIT = ErrorCode(400, 1040)
 CANCELLED = ErrorCode(400, 1041)
 WORKER_CRASHED = ErrorCode(500, 1050)
+MODEL_UNREADABLE = ErrorCode(400, 1060)
+SCORE_REJECTED = ErrorCode(400, 1061)
+MODEL_FAILED = ErrorCode(400, 1062)
 JOB_ABANDONED = ErrorCode(500, 1051)
 TOO_MANY_REQUESTS = ErrorCode(429, 1429)
 INTERNAL = ErrorCode(500, 1500)
@@ -92,6 +97,18 @@ ERROR_TABLE: dict[type[Exception], ErrorCode] = {
     eng.JobQueueFull: BUSY,
     eng.UserJobQueueFull: TOO_MANY_REQUESTS,
     eng.JobError: NOT_FOUND,
+    eng.ScoringError: SCORE_REJECTED,
+    eng.ModelUnreadable: MODEL_UNREADABLE,
+    eng.ModelFailed: MODEL_FAILED,
+    mdl.ModelsError: INVALID_PARAMETER,
+    mdl.ModelNotFound: NOT_FOUND,
+    mdl.DeploymentNotFound: NOT_FOUND,
+    mdl.ModelExists: CONFLICT,
+    mdl.ModelDeployed: CONFLICT,
+    mdl.AlreadyDeployed: CONFLICT,
+    mdl.UriTaken: CONFLICT,
+    mdl.NotModelOwner: FORBIDDEN,
+    mdl.ModelTooLarge: TOO_LARGE,
     fairness.TooManyCalls: TOO_MANY_REQUESTS,
 }
 
@@ -137,8 +154,26 @@ def oml_body(code: int, message: str) -> bytes:
     return orjson.dumps({"errorCode": code, "errorMessage": clip_message(message)})
 
 
-def oml_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(oml_body(code, message), status_code=status, headers=headers, media_type="application/json")
+def services_body(status: int, message: str) -> bytes:
+    """The one place OML Services error bodies are built: `{"code", "message"}`, the code being the HTTP status
+    (Oracle publishes the shape, not the codes: docs/compatibility.md)."""
+    return orjson.dumps({"code": str(status), "message": clip_message(message)})
+
+
+#: Paths answered in OML Services' error shape.
+SERVICES_PREFIX = "/omlmod"
+
+
+def error_body(path: str, status: int, code: int, message: str) -> bytes:
+    """The error body in the shape of the API the path belongs to."""
+    if path == SERVICES_PREFIX or path.startswith(SERVICES_PREFIX + "/"):
+        return services_body(status, message)
+    return oml_body(code, message)
+
+
+def oml_error(status: int, code: int, message: str, headers: dict[str, str] | None = None, path: str = "") -> Response:
+    body = error_body(path, status, code, message)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def _headers(ec: ErrorCode, exc: Exception) -> dict[str, str] | None:
@@ -153,7 +188,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     ec = lookup(exc)
     if ec is None:  # pragma: no cover - registered only for mapped classes
         return await _unexpected(request, exc)
-    return oml_error(ec.status, ec.code, str(exc), _headers(ec, exc))
+    return oml_error(ec.status, ec.code, str(exc), _headers(ec, exc), request.url.path)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -161,7 +196,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
         parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return oml_error(400, INVALID_PARAMETER.code, "Invalid request: " + "; ".join(parts))
+    return oml_error(400, INVALID_PARAMETER.code, "Invalid request: " + "; ".join(parts), path=request.url.path)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -176,7 +211,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
         allowed = allowed_methods(request)
         headers["Allow"] = ", ".join(allowed)
         detail = f"Method {request.method} not allowed here; use {', '.join(allowed)}"
-    return oml_error(exc.status_code, code.code, detail, headers or None)
+    return oml_error(exc.status_code, code.code, detail, headers or None, request.url.path)
 
 
 #: Methods a 405's `Allow` may name.
@@ -195,7 +230,7 @@ def allowed_methods(request: Request) -> list[str]:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("Unexpected error on %s %s", request.method, request.url.path)
-    return oml_error(500, INTERNAL.code, "Internal server error; the server log has the details")
+    return oml_error(500, INTERNAL.code, "Internal server error; the server log has the details", path=request.url.path)
 
 
 def install(app: FastAPI) -> None:

@@ -15,7 +15,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import TOO_LARGE, PayloadTooLarge, oml_body
+from server.errors import TOO_LARGE, PayloadTooLarge, error_body
 
 #: Most bytes of an unread body read and dropped to keep the connection usable.
 DRAIN_BYTES = 8 * 1024 * 1024
@@ -42,7 +42,7 @@ class BodyLimit:
             elif name == b"expect":
                 expect = value
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(send, self.max_bytes)
+            await _reject(send, self.max_bytes, scope.get("path", ""))
             return
         chunked = b"chunked" in encoding.lower()
         body = _Body(receive, self.max_bytes, done=not chunked and (declared is None or int(declared or 0) == 0))
@@ -64,7 +64,7 @@ class BodyLimit:
             await self.app(scope, body.receive, finishing_send)
         except PayloadTooLarge:
             if not started:
-                await _reject(send, self.max_bytes)
+                await _reject(send, self.max_bytes, scope.get("path", ""))
 
 
 class _Body:
@@ -109,8 +109,8 @@ class _Body:
         return True
 
 
-async def _reject(send: Send, limit: int) -> None:
-    body = oml_body(TOO_LARGE.code, f"The request body exceeds the limit of {limit} bytes")
+async def _reject(send: Send, limit: int, path: str) -> None:
+    body = error_body(path, 413, TOO_LARGE.code, f"The request body exceeds the limit of {limit} bytes")
     await send(
         {
             "type": "http.response.start",

@@ -49,9 +49,10 @@ ERROR_STATUSES = {
     401: "Missing, invalid or expired bearer token",
     403: "The caller may not do this (e.g. an administrator operation)",
     404: "No such object, or the caller may not see it",
-    409: "The object changed meanwhile",
+    409: "Conflict: the object changed meanwhile, exists already, or is in use",
     413: "The request body exceeds the configured limit",
     429: "Too many requests from this user or address; retry after `Retry-After` seconds",
+    500: "The worker running the user's code or model stopped (crashed, out of memory)",
     503: "The server is busy (no free worker, full queue) or stopping; retry after `Retry-After` seconds",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -65,10 +66,22 @@ PATH_PATTERNS = {
 }
 
 
+#: OML Services' error body.
+SERVICES_ERROR = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+}
+
+
+def _public(path: str) -> bool:
+    return path.startswith(PUBLIC_PREFIXES) or path == "/omlmod/v1/api"
+
+
 def error_statuses(path: str, method: str, op: dict[str, Any]) -> list[int]:
     """The error statuses an operation can answer (every one is produced by server/errors.py)."""
     statuses = [400, 404]
-    if not path.startswith(PUBLIC_PREFIXES) or path.startswith(("/omlusers/", "/oauth/")):
+    if not _public(path) or path.startswith(("/omlusers/", "/oauth/")):
         statuses += [401, 403]
     if path == "/ready":
         statuses.append(503)
@@ -76,6 +89,10 @@ def error_statuses(path: str, method: str, op: dict[str, Any]) -> list[int]:
         statuses.append(413)
     if "/datastores/" in path:
         statuses.append(409)
+    if path.startswith("/omlmod/"):
+        statuses += [409, 503] if method != "get" else []
+    if path.endswith("/score") and path.startswith("/omlmod/"):
+        statuses += [500]
     if path.startswith(("/omlusers/", "/oauth/")) or any(
         part in path for part in ("-apply", "do-eval", "/run/", "/query", "/jobs")
     ):
@@ -85,6 +102,8 @@ def error_statuses(path: str, method: str, op: dict[str, Any]) -> list[int]:
 
 def _error_response(status: int, path: str) -> dict[str, Any]:
     oml, oauth = {"$ref": "#/components/schemas/OmlError"}, {"$ref": "#/components/schemas/OAuth2Error"}
+    if path.startswith("/omlmod"):
+        oml = {"$ref": "#/components/schemas/Error"}
     # The OML token endpoint also takes form-encoded grants, and answers those as RFC 6749 does.
     schema = oauth if path.startswith("/oauth/") else {"anyOf": [oml, oauth]} if path.startswith("/omlusers/") else oml
     response: dict[str, Any] = {
@@ -131,6 +150,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     schemas["OAuth2TokenForm"] = OAUTH2_TOKEN_FORM
     schemas["OmlError"] = OML_ERROR
     schemas["OAuth2Error"] = OAUTH2_ERROR
+    schemas.setdefault("Error", SERVICES_ERROR)
     schemas.update(getattr(app.state, "body_schemas", {}))  # request bodies routes declare by $ref
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
@@ -149,7 +169,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             if not isinstance(op, dict):
                 continue
             _declare_errors(path, method, op)
-            op["security"] = [] if path.startswith(PUBLIC_PREFIXES) else [{"bearer": []}, {"oauth2": []}]
+            op["security"] = [] if _public(path) else [{"bearer": []}, {"oauth2": []}]
             if EXTENSION_TAG in op.get("tags", []):
                 op["x-pyqd-extension"] = True
     return schema

@@ -21,6 +21,7 @@ from server.db import create_metadata_engine, run_migrations, session_factory
 from server.settings import Settings
 
 if TYPE_CHECKING:
+    from engines.scoring import Scorer
     from engines.service import ExecutionService
     from server.bridge import AppBridge
 from tables.pg_store import PostgresStore
@@ -44,11 +45,15 @@ class Services:
     bridge: AppBridge | None = None
     #: Runs calls and async jobs (`server.execution.open_execution`); started by the app's lifespan.
     execution: ExecutionService | None = None
+    #: Loads and scores deployed models in their owners' workers (OML Services); started with the pool.
+    scorer: Scorer | None = None
     #: Token sessions recently checked: SessionKey → the caller (server.deps.current_user).
     auth_cache: LookupCache[SessionKey, Any] = field(default_factory=lambda: LookupCache(0))
     #: Scripts recently resolved, by (caller, script name, owner asked for), and the datastore generation
     #: under DATASTORE_GENERATION (server.execution).
     script_cache: LookupCache[Any, Any] = field(default_factory=lambda: LookupCache(0))
+    #: Deployments recently looked up for scoring, by uri (None: no such endpoint).
+    deployment_cache: LookupCache[str, Any] = field(default_factory=lambda: LookupCache(0))
     #: Failed logins per user and address (see server.auth.throttle).
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleConfig()))
     #: Identifies these services (this process's view of its stores) to workers.
@@ -79,6 +84,10 @@ class Services:
     def forget_datastore_generation(self) -> None:
         """Drop the datastore generation (any datastore, object or grant changed)."""
         self.script_cache.forget(lambda k: k == DATASTORE_GENERATION)
+
+    def forget_deployments(self) -> None:
+        """Drop every deployment lookup (an endpoint or a model was created, changed or deleted)."""
+        self.deployment_cache.forget()
 
     def close(self) -> None:
         pool = getattr(self.user_data, "adbc_pool", None)
@@ -130,6 +139,7 @@ def open_services(settings: Settings, *, migrate: bool = True) -> Services:
     svc = Services(settings, engine, session_factory(engine), signer, user_data)
     svc.auth_cache = LookupCache(settings.lookup_cache_s)
     svc.script_cache = LookupCache(settings.lookup_cache_s)
+    svc.deployment_cache = LookupCache(settings.lookup_cache_s)
     svc.login_throttle = LoginThrottle(
         ThrottleConfig(
             user_max_failures=settings.login_user_max_failures,

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     result_spill_bytes: int = 8 * 1024 * 1024
     #: Time limit of the input query, seconds.
     query_time_limit_s: float = 600.0
+    #: Largest model one may store (OML Services), bytes (uploads are also capped by max_upload_bytes).
+    model_max_bytes: int = 512 * 1024 * 1024
+    #: Time limit of one score request in the worker, seconds.
+    score_time_limit_s: float = 30.0
+    #: Seconds a worker may take to load a model (when it is stored, and once per worker when first scored).
+    model_load_time_limit_s: float = 300.0
 
     #: Async jobs this server runs at once (the rest of the pool stays for synchronous calls).
     job_concurrency: int = 2

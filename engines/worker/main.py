@@ -35,6 +35,9 @@ def serve(sock: socket.socket, limits: WorkerLimits, tmp_dir: str) -> None:
             header, blobs = channel.recv()
         except (ChannelClosed, OSError):
             return
+        if header["t"] in ("model", "score"):
+            handle_model_message(channel, header, blobs)
+            continue
         if header["t"] != "task":
             return
         task, messages = wire.read_task(header, blobs)
@@ -54,6 +57,34 @@ def serve(sock: socket.socket, limits: WorkerLimits, tmp_dir: str) -> None:
                 )
             ]
         wire.send_results(channel, results)
+
+
+def handle_model_message(channel: Channel, header: dict, blobs: list) -> None:
+    """Load a model (`model`) or score with it (`score`), answering `model-info` or `scored`."""
+    import orjson
+
+    from engines.worker import scoring
+
+    if header["t"] == "model":
+        try:
+            metadata = scoring.load(header["kind"], header["digest"], bytes(blobs[0]))
+        except scoring.ModelUnreadable as e:
+            wire.send_model_info(channel, None, str(e))
+        except Exception as e:  # noqa: BLE001 - loading runs a pickle's own code
+            wire.send_model_info(channel, None, f"the model cannot be loaded: {type(e).__name__}: {e}")
+        else:
+            wire.send_model_info(channel, orjson.dumps(metadata), None)
+        return
+    images = [bytes(b) for b in blobs] if header.get("images") else None
+    try:
+        body = scoring.score(header["digest"], bytes(blobs[0]) if images is None else b"", images)
+    except scoring.BadInput as e:
+        wire.send_scored(channel, None, "input", str(e))
+    except Exception as e:  # noqa: BLE001 - the model raised, or its answer cannot be rendered
+        message = str(e) if isinstance(e, scoring.ModelFailed) else f"the model failed: {type(e).__name__}: {e}"
+        wire.send_scored(channel, None, "model", message)
+    else:
+        wire.send_scored(channel, body)
 
 
 def confine(limits: WorkerLimits, tmp_dir: str) -> str:

@@ -6,6 +6,7 @@ from alembic import context
 
 from datastore.models import DatastoreBase
 from engines.jobs.models import EnginesBase
+from models.models import ModelsBase
 from repository.models import RepoBase
 from server.auth.models import AuthBase
 from tables.models import TablesBase
@@ -16,6 +17,7 @@ target_metadata = [
     DatastoreBase.metadata,
     TablesBase.metadata,
     EnginesBase.metadata,
+    ModelsBase.metadata,
 ]
 
 
