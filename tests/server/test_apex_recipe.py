@@ -57,11 +57,13 @@ def http_request(base_url: str, method: str, path: str, headers: list[tuple[str,
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def token_request(base_url: str, client_id: str, secret: str, body: bytes, content_type: str) -> bytes:
+def token_request(
+    base_url: str, client_id: str, secret: str, body: bytes, content_type: str, path: str = "/oauth/token"
+) -> bytes:
     """What the OAuth2 Client Credentials Web Credential sends to its token URL."""
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     headers = [("User-Agent", USER_AGENT), ("Authorization", f"Basic {basic}"), ("Content-Type", content_type)]
-    return http_request(base_url, "POST", "/oauth/token", headers, body)
+    return http_request(base_url, "POST", path, headers, body)
 
 
 def score_request(base_url: str, uri: str, token: str, items: dict[str, str]) -> bytes:
@@ -199,6 +201,26 @@ def test_the_web_credential_gets_a_token(apex, body):
 
 
 @SQLITE_ONLY
+def test_the_oml_token_url_answers_the_web_credential_in_the_standard_form(apex):
+    url, client_id, secret = apex
+    request = token_request(
+        url,
+        client_id,
+        secret,
+        b"grant_type=client_credentials",
+        "application/x-www-form-urlencoded",
+        path="/omlusers/api/oauth2/v1/token",
+    )
+    status, _, raw = exchange(url, request)
+    assert status == 200, raw
+    answer = json.loads(raw)
+    assert answer["token_type"].lower() == "bearer" and isinstance(answer["expires_in"], int)
+    scoring = score_request(url, "house_price", answer["access_token"], {"AREA": "1", "ROOMS": "2"})
+    status, _, raw = exchange(url, scoring)
+    assert status == 200, raw
+
+
+@SQLITE_ONLY
 def test_the_web_credential_with_a_charset_in_the_content_type(apex):
     url, client_id, secret = apex
     content_type = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -245,6 +267,30 @@ def test_page_items_are_read_as_numbers(apex, items, expected):
     status, _, raw = exchange(url, score_request(url, "house_price", token, items))
     assert status == 200, raw
     assert rows_at(json.loads(raw), "scoringResults")[0]["regression"] == pytest.approx(expected, abs=1e-3)
+
+
+@SQLITE_ONLY
+def test_an_empty_page_item_is_a_missing_value(apex):
+    """APEX sends an empty item as "": a missing number (NaN), so this linear model's prediction is JSON null,
+    which APEX stores as an empty item."""
+    url, client_id, secret = apex
+    token = get_token(url, client_id, secret)
+    status, _, raw = exchange(url, score_request(url, "house_price", token, {"AREA": "", "ROOMS": "3"}))
+    assert status == 200, raw
+    assert rows_at(json.loads(raw), "scoringResults") == [{"regression": None}]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    "items", [{"AREA": "ten", "ROOMS": "3"}, {"AREA": "1,000", "ROOMS": "3"}], ids=["word", "group separator"]
+)
+def test_a_page_item_that_is_no_number_is_400_with_a_message(apex, items):
+    url, client_id, secret = apex
+    token = get_token(url, client_id, secret)
+    status, _, raw = exchange(url, score_request(url, "house_price", token, items))
+    assert status == 400, raw
+    error = json.loads(raw)
+    assert isinstance(error["code"], str) and "AREA" in error["message"]
 
 
 @SQLITE_ONLY
