@@ -321,10 +321,11 @@ def _coerce(value: Any, a: Attribute, where: str) -> Any:
             text = value.strip()
             if not text:
                 return math.nan
-            try:
-                return float(text)
-            except ValueError:
-                pass
+            if "_" not in text:  # Python's float() also reads "1_000"; a number in text does not
+                try:
+                    return float(text)
+                except ValueError:
+                    pass
         raise BadInput(f"{where}: {_show(value)} is not a number (the input is {t})")
     if t in STRING_TYPES:
         if isinstance(value, str):
