@@ -91,12 +91,16 @@ class LoadedModel(Protocol):
 
 # -- the messages ---------------------------------------------------------------------------------------
 _loaded: dict[str, LoadedModel] = {}
+#: Models kept loaded at once (a worker serves one model; the in-process twin serves several).
+KEEP_LOADED = 4
 
 
 def load(kind: str, digest: str, data: bytes) -> dict[str, Any]:
     """Load a model (kept for later score requests); its metadata. ModelUnreadable when it is not one."""
-    _loaded.clear()  # a worker serves one model
+    _loaded.pop(digest, None)
     model = _read(kind, data)
+    while len(_loaded) >= KEEP_LOADED:
+        _loaded.pop(next(iter(_loaded)))
     _loaded[digest] = model
     return model.metadata
 
@@ -198,8 +202,10 @@ def to_columns(
             elif isinstance(value, list):
                 flat = _column_rows(value, where, n)
                 values[a.name].extend(_coerce(v, a, f"{where}[{j}]") for j, v in enumerate(flat))
-            else:
+            elif n == 1:
                 values[a.name].append(_coerce(value, a, where))
+            else:
+                raise BadInput(f"{where}: one value, but the record's other inputs hold {n} rows")
         rows += n
         if rows > MAX_ROWS:
             raise BadInput(f"more than {MAX_ROWS} input rows in one request")
@@ -315,10 +321,11 @@ def _coerce(value: Any, a: Attribute, where: str) -> Any:
             text = value.strip()
             if not text:
                 return math.nan
-            try:
-                return float(text)
-            except ValueError:
-                pass
+            if "_" not in text:  # Python's float() also reads "1_000"; a number in text does not
+                try:
+                    return float(text)
+                except ValueError:
+                    pass
         raise BadInput(f"{where}: {_show(value)} is not a number (the input is {t})")
     if t in STRING_TYPES:
         if isinstance(value, str):
