@@ -22,7 +22,6 @@ import orjson
 import pandas as pd
 
 from oml import _connection
-from oml.errors import error_for
 
 #: OML Services' base path.
 OMLMOD = "/omlmod/v1"
@@ -52,20 +51,11 @@ DEPLOYMENT_COLUMNS = [
     "deployedOn",
     "description",
 ]
-#: Every status: the answer is checked here, because OML Services' errors are `{"code", "message"}`.
-_ANY_STATUS = tuple(range(100, 600))
 
 
 def _call(method: str, path: str, ok: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> httpx.Response:
-    r = _connection.current().request(method, path, ok=_ANY_STATUS, **kwargs)
-    if r.status_code not in ok:
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        message = (body.get("message") or body.get("errorMessage")) if isinstance(body, dict) else None
-        raise error_for(r.status_code, None, str(message or f"HTTP {r.status_code} from {method} {path}"))
-    return r
+    """An authenticated request; an error answer (`{"code", "message"}`) raises the matching oml error."""
+    return _connection.current().request(method, path, ok=ok, **kwargs)
 
 
 def _model_bytes(model: Any, type: str | None) -> tuple[bytes, str, str]:  # noqa: A002 - the API's name
