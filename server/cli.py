@@ -459,6 +459,21 @@ def model_list(settings: Settings, user_name: str | None) -> None:
         click.echo("\t".join(fields))
 
 
+def _as_user(settings: Settings, user_name: str, change: Callable[[Any, str], object]) -> None:
+    """Run `change(session, user)` in one write transaction as the named user; one line and exit 1 on refusal."""
+    from server.auth import service as auth_service
+    from server.db import write_session
+
+    svc = _services(settings)
+    try:
+        with write_session(svc.sessions) as session:
+            change(session, auth_service.get_user(session, user_name).name)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    finally:
+        svc.close()
+
+
 @model.command("undeploy")
 @common_options
 @click.argument("uri")
@@ -466,17 +481,8 @@ def model_list(settings: Settings, user_name: str | None) -> None:
 def model_undeploy(settings: Settings, uri: str, user_name: str) -> None:
     """Remove the endpoint at URI (the model stays stored)."""
     from models import service as models_service
-    from server.auth import service as auth_service
-    from server.db import write_session
 
-    svc = _services(settings)
-    try:
-        with write_session(svc.sessions) as session:
-            models_service.undeploy(session, auth_service.get_user(session, user_name).name, uri)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
-    finally:
-        svc.close()
+    _as_user(settings, user_name, lambda session, user: models_service.undeploy(session, user, uri))
     click.echo(f"removed endpoint {uri}")
 
 
@@ -487,15 +493,6 @@ def model_undeploy(settings: Settings, uri: str, user_name: str) -> None:
 def model_delete(settings: Settings, model_id: str, user_name: str) -> None:
     """Delete a stored model (undeploy its endpoint first)."""
     from models import service as models_service
-    from server.auth import service as auth_service
-    from server.db import write_session
 
-    svc = _services(settings)
-    try:
-        with write_session(svc.sessions) as session:
-            models_service.delete_model(session, auth_service.get_user(session, user_name).name, model_id)
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
-    finally:
-        svc.close()
+    _as_user(settings, user_name, lambda session, user: models_service.delete_model(session, user, model_id))
     click.echo(f"deleted model {model_id}")
