@@ -90,18 +90,18 @@ class LoadedModel(Protocol):
 
 
 # -- the messages ---------------------------------------------------------------------------------------
-_loaded: dict[str, LoadedModel] = {}
+_loaded: dict[tuple[str, str], LoadedModel] = {}
 #: Models kept loaded at once (a worker serves one model; the in-process twin serves several).
 KEEP_LOADED = 4
 
 
 def load(kind: str, digest: str, data: bytes) -> dict[str, Any]:
     """Load a model (kept for later score requests); its metadata. ModelUnreadable when it is not one."""
-    _loaded.pop(digest, None)
+    _loaded.pop((kind, digest), None)
     model = _read(kind, data)
     while len(_loaded) >= KEEP_LOADED:
         _loaded.pop(next(iter(_loaded)))
-    _loaded[digest] = model
+    _loaded[kind, digest] = model
     return model.metadata
 
 
@@ -117,9 +117,9 @@ def _read(kind: str, data: bytes) -> LoadedModel:
     raise ModelUnreadable(f"unknown model type {kind}")
 
 
-def score(digest: str, body: bytes, images: list[bytes] | None = None) -> bytes:
+def score(kind: str, digest: str, body: bytes, images: list[bytes] | None = None) -> bytes:
     """Score a request body against the loaded model: `{"scoringResults": [...]}` as JSON bytes."""
-    model = _loaded.get(digest)
+    model = _loaded.get((kind, digest))
     if model is None:
         raise ModelUnreadable("the model is not loaded")
     records, top_n = parse_request(body, images, model)
@@ -362,7 +362,10 @@ def _coerce(value: Any, a: Attribute, where: str) -> Any:
 
 
 def _show(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, bytes) else "<bytes>"
+    try:
+        text = orjson.dumps(value).decode() if not isinstance(value, bytes) else "<bytes>"
+    except TypeError:  # nested deeper than orjson renders
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -32,7 +32,7 @@ class Loaded:
         body = records if isinstance(records, dict) else {"inputRecords": records}
         if top_n is not None:
             body = {**body, "topN": top_n}
-        out = self.scorer.score(self.model, json.dumps(body).encode(), lambda: self.data)
+        out = self.scorer.score(self.model, "OML_USER", json.dumps(body).encode(), lambda: self.data)
         return json.loads(out)["scoringResults"]
 
 
@@ -186,7 +186,7 @@ def test_bad_input_is_refused_naming_the_field(scorer: Scorer, body: dict, messa
 def test_body_that_is_not_json(scorer: Scorer) -> None:
     m = Loaded(scorer, "ONNX", sm.regressor_onnx())
     with pytest.raises(ScoreRejected, match="not JSON"):
-        scorer.score(m.model, b"{not json", lambda: m.data)
+        scorer.score(m.model, "OML_USER", b"{not json", lambda: m.data)
 
 
 def test_oracle_zip_with_metadata_and_labels(scorer: Scorer) -> None:

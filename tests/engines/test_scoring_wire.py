@@ -6,6 +6,7 @@ cleanly, nothing runs in the server, and the next call gets a fresh worker that 
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -72,15 +73,19 @@ import engines.wire as wire
 _send_scored = wire.send_scored
 _plan = []
 
-def _forged(channel, body, failure=None, error=None):
+def _seq(header, seq):
+    # the answer names the request it answers (forging that too is its own case)
+    return {**header, "seq": seq} if isinstance(header, dict) and "seq" not in header else header
+
+def _forged(channel, seq, body, failure=None, error=None):
     spec = FORGED.get(_plan.pop()) if _plan else None
     if spec is None:
-        return _send_scored(channel, body, failure, error)
+        return _send_scored(channel, seq, body, failure, error)
     kind = spec[0]
     if kind == "msg":
-        channel.send(spec[1], spec[2])
+        channel.send(_seq(spec[1], seq), spec[2])
     elif kind == "big":
-        channel.send(spec[1], [b"x" * spec[2]])
+        channel.send(_seq(spec[1], seq), [b"x" * spec[2]])
     elif kind == "raw":
         channel.sock.sendall(spec[1])
     elif kind == "half":
@@ -146,6 +151,7 @@ FORGED: dict[str, tuple] = {
     "no-type": ("raw", _frame({"ok": True}, [b""])),
     "pickle-header": ("raw", (lambda p: __import__("struct").pack("!II", len(p), 0) + p)(pickle.dumps(_Evil()))),
     "huge-header-claim": ("raw", b"\xff\xff\xff\xff\x00\x00\x00\x00"),
+    "another-requests-answer": ("msg", {**_OK, "seq": 0}, [b'{"scoringResults": [{"regression": 1.0}]}']),
 }
 #: Listed apart: the worker sends half a frame and stops (the deadline ends it, not a parse).
 HALF_FRAME = ("half", _frame(_OK, [b'{"scoringResults": [{"regression": 1.0}]}']))
@@ -183,7 +189,7 @@ def forger(scorer: Scorer) -> tuple[ScoringModel, bytes]:
 
 
 def _pid(scorer: Scorer, model: ScoringModel, data: bytes) -> int:
-    (answer,) = results(scorer.score(model, body(0), lambda: data))
+    (answer,) = results(scorer.score(model, model.owner, body(0), lambda: data))
     return int(answer["regression"])  # type: ignore[index]
 
 
@@ -195,15 +201,7 @@ def _forge_code(name: str) -> float:
     "how",
     [
         *(n for n in FORGED),
-        pytest.param(
-            "unhashable-failure",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="engines/wire.py read_scored: `failure not in SCORE_FAILURES` raises TypeError (not "
-                "ChannelError) for a list or map, which escapes Scorer.score as a bare TypeError (a 500 "
-                "'Internal server error' with a traceback in the log) instead of WorkerCrashed",
-            ),
-        ),
+        "unhashable-failure",
     ],
 )
 def test_a_forged_scored_answer_kills_the_worker_and_the_next_score_works(scorer, forger, how, tmp_path):
@@ -218,12 +216,12 @@ def test_a_forged_scored_answer_kills_the_worker_and_the_next_score_works(scorer
         code = _forge_code(how)
     pid = _pid(scorer, model, data)
     with pytest.raises(WorkerCrashed, match="malformed message"):
-        scorer.score(model, body(code), lambda: data)
+        scorer.score(model, model.owner, body(code), lambda: data)
     wait_for(lambda: gone(pid), timeout=30)
     import os
 
     assert not os.path.exists("/tmp/pyqd-scoring-wire-pwned")  # the pickle in a header never ran here
-    assert results(scorer.score(model, body(21), lambda: data)) == [{"regression": 42.0}]
+    assert results(scorer.score(model, model.owner, body(21), lambda: data)) == [{"regression": 42.0}]
     assert _pid(scorer, model, data) != pid
 
 
@@ -231,9 +229,9 @@ def test_a_half_sent_answer_ends_at_the_time_limit_and_the_next_score_works(scor
     model, data = forger
     pid = _pid(scorer, model, data)
     with pytest.raises(TimeLimitExceeded):
-        scorer.score(model, body(-float(len(FORGED) + 1)), lambda: data)
+        scorer.score(model, model.owner, body(-float(len(FORGED) + 1)), lambda: data)
     wait_for(lambda: gone(pid), timeout=30)
-    assert results(scorer.score(model, body(4), lambda: data)) == [{"regression": 8.0}]
+    assert results(scorer.score(model, model.owner, body(4), lambda: data)) == [{"regression": 8.0}]
 
 
 # -- forged `model-info` answers -----------------------------------------------------------------------------
@@ -242,11 +240,12 @@ def test_a_half_sent_answer_ends_at_the_time_limit_and_the_next_score_works(scor
 FORGE_MODEL_INFO = """
 import engines.wire as wire
 
-def _forged(channel, metadata, error):
+def _forged(channel, seq, metadata, error):
+    header = {**SPEC[1], "seq": seq} if "seq" not in SPEC[1] else SPEC[1]
     if SPEC[0] == "msg":
-        channel.send(SPEC[1], SPEC[2])
+        channel.send(header, SPEC[2])
     else:
-        channel.send(SPEC[1], [SPEC[3] * SPEC[2]])
+        channel.send(header, [SPEC[3] * SPEC[2]])
 
 wire.send_model_info = _forged
 
@@ -294,22 +293,14 @@ def _assert_pool_works(scorer: Scorer) -> None:
     data = hostile_pickle(BASE_MODEL)
     model = ScoringModel("ALICE", "PYTHON", digest_of(data))
     scorer.inspect(model, data)
-    assert results(scorer.score(model, body(3), lambda: data)) == [{"regression": 6.0}]
+    assert results(scorer.score(model, model.owner, body(3), lambda: data)) == [{"regression": 6.0}]
 
 
 @pytest.mark.parametrize(
     "how",
     [
         *(n for n in FORGED_INFO),
-        pytest.param(
-            "deeply-nested-metadata",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="engines/scoring.py check_description: json.loads of deeply nested metadata raises "
-                "RecursionError, which is no ValueError: it escapes Scorer.inspect (a 500) instead of "
-                "ModelUnreadable",
-            ),
-        ),
+        "deeply-nested-metadata",
     ],
 )
 def test_a_forged_model_info_fails_the_store_and_kills_the_worker(scorer, pool, how):
@@ -323,7 +314,7 @@ def test_a_forged_model_info_fails_the_store_and_kills_the_worker(scorer, pool, 
         scorer.inspect(model, data)
     # the worker that lied is not kept for the model's key
     wait_for(lambda: pool.stats()["busy"] == 0, timeout=30)
-    assert not pool._idle.get(model.key)  # noqa: SLF001 - who the pool keeps is the point
+    assert not pool._idle.get(model.key(model.owner))  # noqa: SLF001 - who the pool keeps is the point
     _assert_pool_works(scorer)
 
 
@@ -345,20 +336,20 @@ model = Model()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engines/wire.py send_score/read_scored carry no request id: a worker that answers one `score` twice "
-    "(a forked predict) leaves an answer on the channel that the server takes for the next request's, so "
-    "every later caller of that worker (another user, for a shared model) gets the previous caller's result",
-)
 def test_a_worker_that_answers_twice_cannot_hand_one_callers_answer_to_the_next(scorer):
     data = hostile_pickle(TWINS)
     model = ScoringModel("MALLORY", "PYTHON", digest_of(data))
     scorer.inspect(model, data)
-    assert results(scorer.score(model, body(13), lambda: data)) == [{"regression": 26.0}]
-    try:  # refusing the stray answer (and killing the worker) is fine; handing it over is not
-        answer = results(scorer.score(model, body(2), lambda: data))
-    except WorkerCrashed:
-        answer = [{"regression": 4.0}]
-    assert answer == [{"regression": 4.0}]
-    assert results(scorer.score(model, body(3), lambda: data)) == [{"regression": 6.0}]
+    assert results(scorer.score(model, model.owner, body(13), lambda: data)) == [{"regression": 26.0}]
+    # The twin's stray answer arrives at some later request: each answer before it is that request's own, and
+    # the stray one is refused (the worker and its fork are killed), never handed to the caller.
+    deadline = time.monotonic() + 60
+    x = 1.0
+    while True:
+        x += 1
+        try:
+            assert results(scorer.score(model, model.owner, body(x), lambda: data)) == [{"regression": 2 * x}]
+        except WorkerCrashed:  # "an answer to another request" (or, if both twins read one request, a torn one)
+            break
+        assert time.monotonic() < deadline, "the stray answer never came"
+    assert results(scorer.score(model, model.owner, body(3), lambda: data)) == [{"regression": 6.0}]
