@@ -2,23 +2,34 @@
 workers of its owner (`engines.worker.scoring`); the server hands them bytes and forwards their answers, and
 never parses a model or unpickles anything.
 
-A worker serves one model: workers are taken for the key (owner, model digest), so a deployment stays warm (its
-model is loaded once per worker, when the worker first serves it) and a model never shares a process with
-another user's code or with another model. A worker that crashes, breaks the channel's rules or runs past the
-time limit is killed: that request fails, the next one gets a fresh worker that loads the model again.
+Workers are taken for the key (caller, model): the caller's share of the pool pays for them, as for a script of
+someone else's that the caller runs; a model never shares a process with another model or with another user's
+code or data (what one caller sends a shared model cannot reach the next caller's answers). A deployment stays
+warm: its model is loaded once per worker, when the worker first serves it. A worker that crashes, breaks the
+channel's rules or runs past the time limit is killed: that request fails, the next one gets a fresh worker that
+loads the model again. Every request carries a sequence number its answer must echo, so a stray answer (say
+from a process the model forked) can never be taken for the answer to a later request.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines import wire
-from engines.errors import ModelFailed, ModelUnreadable, ScoreRejected, TimeLimitExceeded, WorkerCrashed
+from engines.errors import (
+    ModelFailed,
+    ModelUnreadable,
+    OutputTooLarge,
+    ScoreRejected,
+    TimeLimitExceeded,
+    WorkerCrashed,
+)
 from engines.pool import WorkerDied, WorkerTimedOut
 from engines.spec import WORKER_KEY_SEPARATOR
 from engines.workers import Worker, Workers
@@ -32,9 +43,14 @@ class ScoringModel:
     kind: str
     digest: str
 
+    def key(self, caller: str) -> str:
+        """The pool key of the caller's workers for this model (the pool counts them against the caller)."""
+        return f"{caller}{WORKER_KEY_SEPARATOR}model:{self.owner}:{self.kind}:{self.digest}"
+
     @property
-    def key(self) -> str:
-        return f"{self.owner}{WORKER_KEY_SEPARATOR}model:{self.digest}"
+    def loaded(self) -> str:
+        """What a worker that has loaded this model says it holds (`Worker.model`)."""
+        return f"{self.kind}:{self.digest}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,8 @@ class ScoringLimits:
     load_time_limit_s: float = 300.0
     #: How long a request waits for a free worker.
     worker_wait_s: float = 30.0
+    #: Largest answer, bytes (PYQD_OUTPUT_MAX_BYTES).
+    max_answer_bytes: int = 256 * 1024**2
 
 
 # -- what a worker may say about a model ---------------------------------------------------------------
@@ -96,22 +114,69 @@ class ModelDescription(BaseModel):
 def check_description(data: bytes) -> dict[str, Any]:
     """The worker's description of a model, checked field by field; ModelUnreadable when it breaks the rules."""
     try:
-        return ModelDescription.model_validate(json.loads(data)).model_dump(exclude_none=True)
-    except (ValueError, ValidationError) as e:
+        return ModelDescription.model_validate(orjson.loads(data)).model_dump(exclude_none=True)
+    except (ValueError, ValidationError) as e:  # orjson's JSONDecodeError (and its depth limit) is a ValueError
         raise ModelUnreadable(f"the model's description does not follow the rules: {str(e)[:500]}") from None
 
 
+#: What a scoring result may hold: key → the check of its value.
+_NUMBER = (int, float)
+
+
+def _number_or_null(v: Any) -> bool:
+    return v is None or (isinstance(v, _NUMBER) and not isinstance(v, bool))
+
+
+def _items(v: Any, fields: dict[str, Callable[[Any], bool]], required: tuple[str, ...]) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(i, dict)
+        and all(k in i for k in required)
+        and all(k in fields and fields[k](x) for k, x in i.items())
+        for i in v
+    )
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+_RESULT_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "regression": _number_or_null,
+    "classifications": lambda v: _items(v, {"label": _text, "probability": _number_or_null}, ("label",)),
+    "clusters": lambda v: _items(
+        v, {"clusterId": _text, "probability": _number_or_null, "distance": _number_or_null}, ("clusterId",)
+    ),
+    "doubleWeights": lambda v: isinstance(v, list) and all(_number_or_null(x) for x in v),
+    "floatWeights": lambda v: isinstance(v, list) and all(_number_or_null(x) for x in v),
+}
+
+
+def check_answer(data: bytes) -> None:
+    """A worker's score answer is `{"scoringResults": [...]}` of OML Services' result shapes and nothing else (a
+    hostile model must not answer its callers anything else under our name); ModelFailed otherwise."""
+    try:
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ModelFailed("the model's answer is not JSON") from None
+    results = answer.get("scoringResults") if isinstance(answer, dict) and len(answer) == 1 else None
+    if not isinstance(results, list) or not all(
+        isinstance(r, dict) and all(k in _RESULT_FIELDS and _RESULT_FIELDS[k](v) for k, v in r.items()) for r in results
+    ):
+        raise ModelFailed("the model's answer is not OML Services' scoringResults")
+
+
 class Scorer:
-    """Loads models into their owners' workers and scores requests with them."""
+    """Loads models into their callers' workers and scores requests with them."""
 
     def __init__(self, workers: Workers[Any], limits: ScoringLimits | None = None) -> None:
         self.workers = workers
         self.limits = limits or ScoringLimits()
+        self._seq = itertools.count(1)
 
     def inspect(self, model: ScoringModel, data: bytes) -> dict[str, Any]:
-        """Load a model being stored in one of its owner's workers (which keeps it, warm for a deployment) and
-        return its checked description; ModelUnreadable when it is no model of its type."""
-        worker = self.workers.acquire(model.key, 1, self.limits.worker_wait_s)[0]
+        """Load a model being stored in one of its owner's workers (which keeps it, warm for the owner's own
+        calls) and return its checked description; ModelUnreadable when it is no model of its type."""
+        worker = self.workers.acquire(model.key(model.owner), 1, self.limits.worker_wait_s)[0]
         healthy = False
         try:
             description = self._load(worker, model, data)
@@ -123,24 +188,29 @@ class Scorer:
     def score(
         self,
         model: ScoringModel,
+        caller: str,
         body: bytes,
         fetch: Callable[[], bytes],
         images: list[bytes] | None = None,
     ) -> bytes:
         """`{"scoringResults": [...]}` for an OML Services score body (or uploaded images), as JSON bytes;
         `fetch` gives the model's bytes when the worker has not loaded them yet."""
-        worker = self.workers.acquire(model.key, 1, self.limits.worker_wait_s)[0]
+        worker = self.workers.acquire(model.key(caller), 1, self.limits.worker_wait_s)[0]
         healthy = False
+        limit = self.limits.max_answer_bytes
         try:
-            if getattr(worker, "model", None) != model.digest:
+            if getattr(worker, "model", None) != model.loaded:
                 try:
                     self._load(worker, model, fetch())
                 except ModelUnreadable as e:
                     raise ModelFailed(f"the stored model cannot be loaded: {e}") from None
+            seq = next(self._seq)
             try:
                 out, failure, error = worker.exchange(
-                    lambda ch, deadline: wire.send_score(ch, model.digest, body, images, deadline),
-                    wire.read_scored,
+                    lambda ch, deadline: wire.send_score(
+                        ch, seq, model.kind, model.digest, body, images, limit, deadline
+                    ),
+                    lambda header, blobs: wire.read_scored(header, blobs, seq),
                     self.limits.score_time_limit_s,
                 )
             except WorkerTimedOut:
@@ -153,16 +223,20 @@ class Scorer:
             self.workers.release(worker, healthy and not worker.killed)
         if failure == "input":
             raise ScoreRejected(error or "the request does not fit the model")
-        if failure == "model":
+        if failure == "size" or len(out) > limit:
+            raise OutputTooLarge(limit)
+        if failure is not None:
             raise ModelFailed(error or "the model failed")
+        check_answer(out)
         return out
 
     def _load(self, worker: Worker, model: ScoringModel, data: bytes) -> dict[str, Any]:
-        worker.model = None  # type: ignore[attr-defined]
+        worker.model = None
+        seq = next(self._seq)
         try:
             metadata, error = worker.exchange(
-                lambda ch, deadline: wire.send_model(ch, model.kind, model.digest, data, deadline),
-                wire.read_model_info,
+                lambda ch, deadline: wire.send_model(ch, seq, model.kind, model.digest, data, deadline),
+                lambda header, blobs: wire.read_model_info(header, blobs, seq),
                 self.limits.load_time_limit_s,
             )
         except WorkerTimedOut:
@@ -174,6 +248,10 @@ class Scorer:
             raise ModelUnreadable(f"loading the model stopped its worker process: {e}") from None
         if metadata is None:
             raise ModelUnreadable(error or "the model cannot be loaded")
-        description = check_description(metadata)
-        worker.model = model.digest  # type: ignore[attr-defined]
+        try:
+            description = check_description(metadata)
+        except ModelUnreadable:
+            worker.kill("described a model in a way that breaks the rules")
+            raise
+        worker.model = model.loaded
         return description

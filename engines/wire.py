@@ -6,8 +6,9 @@ server → worker
                     kwargs: JSON text, input_type, na_omit, graphics, oml, datastore_generation, output_limit,
                     result_format}; blobs: the Arrow IPC streams of the units' input, in order
     http-response  {t, status, headers: [[bin, bin]...]}; blob 0: the body
-    model          {t, kind, digest}; blob 0: a stored model's bytes (load it, keep it, describe it)
-    score          {t, digest, images}; blob 0: an OML Services score body (JSON), or each blob an image file
+    model          {t, seq, kind, digest}; blob 0: a stored model's bytes (load it, keep it, describe it)
+    score          {t, seq, kind, digest, images, max_bytes}; blob 0: an OML Services score body (JSON), or each
+                   blob an image file
 
 worker → server
     ready          {t, pid, confinement}
@@ -15,8 +16,9 @@ worker → server
     http           {t, method, path, headers: [[bin, bin]...]}; blob 0: the body (a request of `import oml`)
     results        {t, units: [{name, ok, is_frame, length, stdout, error, failure, value, images}...]};
                    `value`, `stdout` (UTF-8) and each image's `png` are blob numbers; an image is [png, title|nil]
-    model-info     {t, ok, error|nil}; blob 0: the model's metadata as a JSON object (empty when not ok)
-    scored         {t, ok, failure: "input"|"model"|nil, error|nil}; blob 0: the answer's JSON (empty when not ok)
+    model-info     {t, seq, ok, error|nil}; blob 0: the model's metadata as a JSON object (empty when not ok)
+    scored         {t, seq, ok, failure: "input"|"model"|"size"|nil, error|nil}; blob 0: the answer's JSON (empty
+                   when not ok). `seq` echoes the request's: an answer to another request kills the worker
 
 A worker message that breaks these rules raises `ChannelError` (the server kills the worker).
 """
@@ -90,38 +92,55 @@ def send_response(
     channel.send({"t": "http-response", "status": status, "headers": [list(h) for h in headers]}, [body], deadline)
 
 
-def send_model(channel: Channel, kind: str, digest: str, data: bytes, deadline: float | None = None) -> None:
-    channel.send({"t": "model", "kind": kind, "digest": digest}, [data], deadline)
+def send_model(channel: Channel, seq: int, kind: str, digest: str, data: bytes, deadline: float | None = None) -> None:
+    channel.send({"t": "model", "seq": seq, "kind": kind, "digest": digest}, [data], deadline)
 
 
 def send_score(
-    channel: Channel, digest: str, body: bytes, images: list[bytes] | None = None, deadline: float | None = None
+    channel: Channel,
+    seq: int,
+    kind: str,
+    digest: str,
+    body: bytes,
+    images: list[bytes] | None = None,
+    max_bytes: int = 256 * 1024**2,
+    deadline: float | None = None,
 ) -> None:
-    blobs = [body] if images is None else images
-    channel.send({"t": "score", "digest": digest, "images": images is not None}, blobs, deadline)
+    header = {"t": "score", "seq": seq, "kind": kind, "digest": digest, "images": images is not None}
+    channel.send({**header, "max_bytes": max_bytes}, [body] if images is None else images, deadline)
 
 
-# -- worker → server -----------------------------------------------------------------------------------
-def send_model_info(channel: Channel, metadata: bytes | None, error: str | None) -> None:
-    channel.send(
-        {"t": "model-info", "ok": error is None, "error": None if error is None else clip(error)}, [metadata or b""]
-    )
+# -- worker → server (scoring) -------------------------------------------------------------------------
+def send_model_info(channel: Channel, seq: int, metadata: bytes | None, error: str | None) -> None:
+    header = {"t": "model-info", "seq": seq, "ok": error is None, "error": None if error is None else clip(error)}
+    channel.send(header, [metadata or b""])
 
 
-def send_scored(channel: Channel, body: bytes | None, failure: str | None = None, error: str | None = None) -> None:
-    header = {"t": "scored", "ok": failure is None, "failure": failure, "error": None if error is None else clip(error)}
-    channel.send(header, [body or b""])
+def send_scored(
+    channel: Channel, seq: int, body: bytes | None, failure: str | None = None, error: str | None = None
+) -> None:
+    header = {"t": "scored", "seq": seq, "ok": failure is None, "failure": failure}
+    channel.send({**header, "error": None if error is None else clip(error)}, [body or b""])
 
 
 #: Largest model description a worker may send, bytes.
 MAX_METADATA_BYTES = 4 * 1024 * 1024
-SCORE_FAILURES = frozenset({"input", "model"})
+#: How a score request failed: the caller's input, the model, or an answer over the size limit.
+SCORE_FAILURES = frozenset({"input", "model", "size"})
 
 
-def read_model_info(header: dict[str, Any], blobs: list[Blob]) -> tuple[bytes | None, str | None]:
+def _answer_to(header: dict[str, Any], blobs: list[Blob], kind: str, seq: int) -> None:
+    """The answer is a `kind` message with one blob, to the request numbered `seq` (a stale or extra answer,
+    say from a process the model forked, breaks the channel's rules: the worker is killed)."""
+    if header.get("t") != kind or len(blobs) != 1:
+        raise ChannelError(f"{kind}: malformed")
+    if type(header.get("seq")) is not int or header["seq"] != seq:
+        raise ChannelError(f"{kind}: an answer to another request")
+
+
+def read_model_info(header: dict[str, Any], blobs: list[Blob], seq: int) -> tuple[bytes | None, str | None]:
     """(metadata JSON, None) or (None, why the model could not be loaded); ChannelError if malformed."""
-    if header.get("t") != "model-info" or len(blobs) != 1:
-        raise ChannelError("model-info: malformed")
+    _answer_to(header, blobs, "model-info", seq)
     ok, error = header.get("ok"), header.get("error")
     if type(ok) is not bool or (error is not None and not isinstance(error, str)) or ok != (error is None):
         raise ChannelError("model-info: bad ok/error")
@@ -132,16 +151,17 @@ def read_model_info(header: dict[str, Any], blobs: list[Blob]) -> tuple[bytes | 
     return bytes(blobs[0]), None
 
 
-def read_scored(header: dict[str, Any], blobs: list[Blob]) -> tuple[bytes, str | None, str | None]:
-    """(answer JSON, failure kind, error): the failure is "input" (the caller's request) or "model" (the
-    model raised); ChannelError if malformed. The answer is not parsed: the server hands it to the caller."""
-    if header.get("t") != "scored" or len(blobs) != 1:
-        raise ChannelError("scored: malformed")
+def read_scored(header: dict[str, Any], blobs: list[Blob], seq: int) -> tuple[bytes, str | None, str | None]:
+    """(answer JSON, failure kind, error): the failure is "input" (the caller's request), "model" (the model
+    raised) or "size"; ChannelError if malformed. The answer's shape is checked by `engines.scoring`."""
+    _answer_to(header, blobs, "scored", seq)
     ok, failure, error = header.get("ok"), header.get("failure"), header.get("error")
     if type(ok) is not bool or ok != (failure is None) or ok != (error is None):
         raise ChannelError("scored: bad ok/failure/error")
-    if failure is not None and (failure not in SCORE_FAILURES or not isinstance(error, str)):
+    if failure is not None and (not isinstance(failure, str) or failure not in SCORE_FAILURES):
         raise ChannelError("scored: bad failure")
+    if failure is not None and not isinstance(error, str):
+        raise ChannelError("scored: bad error")
     return bytes(blobs[0]), failure, None if error is None else clip(error)
 
 
@@ -198,8 +218,8 @@ def read_results(header: dict[str, Any], blobs: list[Blob], expected: list[Unit]
         if expected and name != expected[i].name:
             raise ChannelError("results: units out of order")
         ok = _typed(item, "ok", bool)
-        failure = item.get("failure")
-        if failure is not None and failure not in _FAILURES:
+        failure: FailureKind | None = item.get("failure")
+        if failure is not None and (not isinstance(failure, str) or failure not in _FAILURES):
             raise ChannelError("results: unknown failure kind")
         error = item.get("error")
         if error is not None and not isinstance(error, str):

@@ -194,14 +194,16 @@ def _visible(user: str) -> Any:
 def list_models(
     session: Session, user: str, name: str | None = None, version: str | None = None, namespace: str | None = None
 ) -> list[ModelInfo]:
-    q = select(StoredModel).where(_visible(user))
-    if name is not None:
-        q = q.where(StoredModel.name == name)
-    if version is not None:
-        q = q.where(StoredModel.version == version)
-    if namespace is not None:
-        q = q.where(StoredModel.namespace == namespace)
+    q = _filtered(select(StoredModel).where(_visible(user)), name, version, namespace)
     return [_info(m) for m in session.scalars(q.order_by(StoredModel.stored_on, StoredModel.id))]
+
+
+def _filtered(q: Any, name: str | None, version: str | None, namespace: str | None) -> Any:
+    """Oracle's optional `modelName`, `version` and `namespace` filters."""
+    for column, value in ((StoredModel.name, name), (StoredModel.version, version), (StoredModel.namespace, namespace)):
+        if value is not None:
+            q = q.where(column == value)
+    return q
 
 
 def _row(session: Session, user: str, model_id: str) -> StoredModel:
@@ -280,13 +282,9 @@ def _deployments(session: Session) -> Any:
 def list_deployments(
     session: Session, user: str, name: str | None = None, version: str | None = None, namespace: str | None = None
 ) -> list[DeploymentInfo]:
-    q = _deployments(session).where(or_(_visible(user), Deployment.deployed_by == user))
-    if name is not None:
-        q = q.where(StoredModel.name == name)
-    if version is not None:
-        q = q.where(StoredModel.version == version)
-    if namespace is not None:
-        q = q.where(StoredModel.namespace == namespace)
+    q = _filtered(
+        _deployments(session).where(or_(_visible(user), Deployment.deployed_by == user)), name, version, namespace
+    )
     rows = session.execute(q.order_by(Deployment.deployed_on, Deployment.uri)).all()
     return [DeploymentInfo(d.uri, d.deployed_by, d.deployed_on, _info(m)) for d, m in rows]
 

@@ -5,6 +5,7 @@ oml.connect(url="http://127.0.0.1:8000", username="OML_USER", password="...")
 oml.create(iris_df, table="IRIS")
 oml.ds.save(objs={"regr": regr}, name="ds_regr", grantable=True, overwrite=True)
 oml.script.create("regr_predict", func=source, overwrite=True)
+oml.services.deploy_model(regr, name="regr", uri="regr")   # OML Services: a scoring endpoint
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from oml import ds, script
+from oml import ds, script, services
 from oml._connection import PYQD, Connection, current, set_current
 from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "isconnected",
     "script",
     "ds",
+    "services",
     "grant",
     "revoke",
     "create",

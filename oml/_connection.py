@@ -109,7 +109,8 @@ def _error(r: httpx.Response) -> ServerError:
     except ValueError:
         body = {}
     if isinstance(body, dict):
-        message = body.get("errorMessage") or body.get("error_description") or body.get("error")
+        # OML4Py's errorMessage, RFC 6749's error_description/error, OML Services' message
+        message = body.get("errorMessage") or body.get("error_description") or body.get("error") or body.get("message")
         code = body.get("errorCode")
     else:
         message, code = None, None

@@ -56,6 +56,6 @@ def error_for(status: int, code: int | None, message: str) -> ServerError:
         return NotFoundError(status, code, message)
     if status in (400, 403, 409, 413, 422):
         return InvalidRequestError(status, code, message)
-    if status == 503:
+    if status in (429, 503):
         return ServerBusyError(status, code, message)
     return ExecutionError(status, code, message)

@@ -1,4 +1,4 @@
-"""The `pyqd` command: serve, and manage users, API clients and tables. Every command takes the same
+"""The `pyqd` command: serve, and manage users, API clients, tables and models. Every command takes the same
 --data-dir / --database-url / --host / --port flags (or PYQD_* environment variables)."""
 
 from __future__ import annotations
@@ -8,11 +8,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from models.service import DeploymentInfo, NewModel
+    from server.services import Services
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -280,3 +284,215 @@ def table_load(settings: Settings, file: Path, table_name: str, owner: str, mode
     except Exception as e:  # noqa: BLE001
         _fail(e)
     click.echo(f"loaded {desc.row_count} rows into {desc.owner}.{desc.name}")
+
+
+@main.group()
+def model() -> None:
+    """Store models and deploy them as OML Services scoring endpoints (on the store directly, like `table load`)."""
+
+
+#: File suffixes stored as ONNX unless --type says otherwise (an ONNX zip or a bare .onnx); the rest are PYTHON.
+ONNX_SUFFIXES = (".onnx", ".zip")
+#: Workers the CLI starts to read a model being stored (the CLI, like the server, never unpickles one itself).
+CLI_WORKERS = 1
+#: Reads the access token out of the token endpoint's answer, in the curl line `model deploy` prints.
+READ_ACCESS_TOKEN = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"accessToken\"])'"
+
+
+@model.command("deploy")
+@common_options
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name: 1 to 50 letters, digits or _")
+@click.option("--uri", required=True, help="The endpoint: scored at /omlmod/v1/deployment/URI/score")
+@click.option(
+    "--type",
+    "model_type",
+    type=click.Choice(["PYTHON", "ONNX", "ONNX_IMG"], case_sensitive=False),
+    help="Default: ONNX for .onnx and .zip files, else PYTHON (a pickle or joblib file of an estimator)",
+)
+@click.option("--version", default="1.0", show_default=True, help="Model version, like 1.0")
+@click.option("--namespace", default="", help="Namespace to store the model in")
+@click.option("--description", help="Free text shown with the model")
+@click.option("--shared/--private", default=False, show_default=True, help="Whether every user may see and score it")
+@click.option("--user", "user_name", required=True, help="The user who owns the model and the endpoint")
+def model_deploy(
+    settings: Settings,
+    file: Path,
+    name: str,
+    uri: str,
+    model_type: str | None,
+    version: str,
+    namespace: str,
+    description: str | None,
+    shared: bool,
+    user_name: str,
+) -> None:
+    """Store a model file for a user and deploy it at URI; prints the scoring URL and a ready curl line."""
+    from models import service as models_service
+    from models.errors import ModelExists, UriTaken
+    from models.service import NewModel
+    from server.auth import service as auth_service
+
+    kind = (model_type or ("ONNX" if file.suffix.lower() in ONNX_SUFFIXES else "PYTHON")).upper()
+    new = NewModel(name, version, kind, namespace, description, shared)
+    svc = _services(settings)
+    try:
+        models_service.check_new(new)
+        models_service.check_uri(uri)
+        with svc.sessions() as session:  # refused before a worker is started to read the model
+            owner = auth_service.get_user(session, user_name).name
+            if models_service.exists(session, owner, new):
+                raise ModelExists(new.name, new.version, new.namespace)
+            if models_service.find_deployment(session, uri) is not None:
+                raise UriTaken(uri)
+        deployed = _store_and_deploy(svc, owner, new, file.read_bytes(), uri)
+    except Exception as e:  # noqa: BLE001 - shown to the operator
+        _fail(e)
+    finally:
+        svc.close()
+    click.echo(_deployed_text(settings, deployed))
+
+
+def _store_and_deploy(svc: Services, owner: str, new: NewModel, data: bytes, uri: str) -> DeploymentInfo:
+    """Have a worker of the owner read the model, store it, and deploy it (removing it again if that fails)."""
+    from models import service as models_service
+    from server.db import write_session
+    from server.scoring import open_scorer, store_model
+    from server.services import make_pool
+
+    # One worker, nothing preloaded: it loads one model once, importing only what that model needs.
+    lean = {"workers": CLI_WORKERS, "warm_workers": 0, "worker_preload": ""}
+    pool = make_pool(svc.settings.model_copy(update=lean))
+    pool.start(wait=True)
+    svc.pool = pool
+    try:
+        svc.scorer = open_scorer(svc)
+        info = store_model(svc, owner, new, data)
+    finally:
+        svc.scorer, svc.pool = None, None
+        pool.close()
+    try:
+        with write_session(svc.sessions) as session:
+            return models_service.deploy(session, owner, info.id, uri)
+    except Exception:
+        with write_session(svc.sessions) as session:  # stored for this endpoint only: not left behind
+            models_service.delete_model(session, owner, info.id)
+        raise
+
+
+def _base_url(settings: Settings) -> str:
+    """Where clients reach the server: PYQD_PUBLIC_URL, else the address it listens on."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.host, settings.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def _deployed_text(settings: Settings, d: DeploymentInfo) -> str:
+    """What `model deploy` prints: the model, its URLs, how to get a token, and a curl line that scores."""
+    import json
+    import shlex
+
+    from server.omlmod_openapi import endpoint_document
+
+    m = d.model
+    base = _base_url(settings)
+    service = f"{base}/omlmod/v1"
+    score_url = f"{service}/deployment/{d.uri}/score"
+    document = endpoint_document(d, service)
+    post = document["paths"][f"/deployment/{d.uri}/score"]["post"]
+    example = post["requestBody"]["content"]["application/json"]["example"]
+    token_body = json.dumps({"grant_type": "password", "username": m.owner, "password": "YOUR_PASSWORD"})
+    count = len(m.metadata.get("attributes", []))
+    inputs = f"{count} input" + ("" if count == 1 else "s")
+    function = str(m.metadata.get("miningFunction", "")).lower()
+    return "\n".join(
+        [
+            f"stored {m.model_type} model {m.name} {m.version} of {m.owner} ({function}, {inputs}): {m.id}",
+            f"deployed at {d.uri}" + (" (shared)" if m.shared else ""),
+            "",
+            f"score:   POST {score_url}",
+            f"OpenAPI: GET  {service}/deployment/{d.uri}/api",
+            "",
+            f"Get a token as {m.owner} (or for an API client: pyqd client add NAME --user {m.owner}, then the",
+            f"client_credentials grant at {base}/oauth/token):",
+            f"  TOKEN=$(curl -s -X POST {base}/omlusers/api/oauth2/v1/token -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(token_body)} | {READ_ACCESS_TOKEN})",
+            "Score (one record per row; replace the example values):",
+            f"  curl -X POST {score_url} -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(json.dumps(example, separators=(',', ':')))}",
+        ]
+    )
+
+
+@model.command("list")
+@common_options
+@click.option("--user", "user_name", help="Only what this user sees (their models and shared ones); default: all")
+def model_list(settings: Settings, user_name: str | None) -> None:
+    """List stored models: id, owner, name, version, namespace, type, function, sharing, endpoint."""
+    from models import service as models_service
+    from server.auth import service as auth_service
+
+    svc = _services(settings)
+    try:
+        with svc.sessions() as session:
+            if user_name is not None:
+                viewer = auth_service.get_user(session, user_name).name
+                found = models_service.list_models(session, viewer)
+                endpoints = models_service.list_deployments(session, viewer)
+            else:  # each user's own models: together, every model
+                found, endpoints = [], []
+                for u in auth_service.list_users(session):
+                    found += [m for m in models_service.list_models(session, u.name) if m.owner == u.name]
+                    endpoints += models_service.list_deployments(session, u.name)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    finally:
+        svc.close()
+    uris = {d.model.id: d.uri for d in endpoints}
+    for m in found:
+        function = str(m.metadata.get("miningFunction", "")).lower()
+        sharing = "shared" if m.shared else "private"
+        fields = [m.id, m.owner, m.name, m.version, m.namespace, m.model_type, function, sharing, uris.get(m.id, "")]
+        click.echo("\t".join(fields))
+
+
+def _as_user(settings: Settings, user_name: str, change: Callable[[Any, str], object]) -> None:
+    """Run `change(session, user)` in one write transaction as the named user; one line and exit 1 on refusal."""
+    from server.auth import service as auth_service
+    from server.db import write_session
+
+    svc = _services(settings)
+    try:
+        with write_session(svc.sessions) as session:
+            change(session, auth_service.get_user(session, user_name).name)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    finally:
+        svc.close()
+
+
+@model.command("undeploy")
+@common_options
+@click.argument("uri")
+@click.option("--user", "user_name", required=True, help="The model's owner or the endpoint's creator")
+def model_undeploy(settings: Settings, uri: str, user_name: str) -> None:
+    """Remove the endpoint at URI (the model stays stored)."""
+    from models import service as models_service
+
+    _as_user(settings, user_name, lambda session, user: models_service.undeploy(session, user, uri))
+    click.echo(f"removed endpoint {uri}")
+
+
+@model.command("delete")
+@common_options
+@click.argument("model_id")
+@click.option("--user", "user_name", required=True, help="The model's owner")
+def model_delete(settings: Settings, model_id: str, user_name: str) -> None:
+    """Delete a stored model (undeploy its endpoint first)."""
+    from models import service as models_service
+
+    _as_user(settings, user_name, lambda session, user: models_service.delete_model(session, user, model_id))
+    click.echo(f"deleted model {model_id}")

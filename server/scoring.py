@@ -21,6 +21,7 @@ def open_scorer(services: Services) -> Scorer:
             score_time_limit_s=s.score_time_limit_s,
             load_time_limit_s=s.model_load_time_limit_s,
             worker_wait_s=s.worker_wait_s,
+            max_answer_bytes=s.output_max_bytes,
         ),
     )
 
@@ -73,4 +74,5 @@ def score(services: Services, user: str, uri: str, body: bytes, images: list[byt
         with services.sessions() as session:
             return models_service.data_of(session, model.id, model.digest)
 
-    return _scorer(services).score(ScoringModel(model.owner, model.model_type, model.digest), body, fetch, images)
+    target_model = ScoringModel(model.owner, model.model_type, model.digest)
+    return _scorer(services).score(target_model, user, body, fetch, images)

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     #: Most processes the worker account may run at once (RLIMIT_NPROC; applies when workers get their own uid).
     worker_max_processes: int = 512
     #: Extra modules imported once into the worker template (comma list), e.g. "sklearn.linear_model".
-    worker_preload: str = "sklearn.linear_model,matplotlib.pyplot"
+    worker_preload: str = "sklearn.linear_model,matplotlib.pyplot,onnxruntime,joblib"
     #: Time limit of a synchronous call, seconds (Oracle's gateway cuts at about 120 s).
     sync_time_limit_s: float = 120.0
     #: Seconds a call waits for a free worker before the server answers 503.

@@ -60,31 +60,37 @@ def serve(sock: socket.socket, limits: WorkerLimits, tmp_dir: str) -> None:
 
 
 def handle_model_message(channel: Channel, header: dict, blobs: list) -> None:
-    """Load a model (`model`) or score with it (`score`), answering `model-info` or `scored`."""
+    """Load a model (`model`) or score with it (`score`), answering `model-info` or `scored` with the request's
+    sequence number."""
     import orjson
 
     from engines.worker import scoring
 
+    seq, kind, digest = header["seq"], header["kind"], header["digest"]
     if header["t"] == "model":
         try:
-            metadata = scoring.load(header["kind"], header["digest"], bytes(blobs[0]))
+            metadata = scoring.load(kind, digest, bytes(blobs[0]))
         except scoring.ModelUnreadable as e:
-            wire.send_model_info(channel, None, str(e))
+            wire.send_model_info(channel, seq, None, str(e))
         except Exception as e:  # noqa: BLE001 - loading runs a pickle's own code
-            wire.send_model_info(channel, None, f"the model cannot be loaded: {type(e).__name__}: {e}")
+            wire.send_model_info(channel, seq, None, f"the model cannot be loaded: {type(e).__name__}: {e}")
         else:
-            wire.send_model_info(channel, orjson.dumps(metadata), None)
+            wire.send_model_info(channel, seq, orjson.dumps(metadata), None)
         return
     images = [bytes(b) for b in blobs] if header.get("images") else None
     try:
-        body = scoring.score(header["digest"], bytes(blobs[0]) if images is None else b"", images)
+        body = scoring.score(kind, digest, bytes(blobs[0]) if images is None else b"", images)
     except scoring.BadInput as e:
-        wire.send_scored(channel, None, "input", str(e))
+        wire.send_scored(channel, seq, None, "input", str(e))
     except Exception as e:  # noqa: BLE001 - the model raised, or its answer cannot be rendered
         message = str(e) if isinstance(e, scoring.ModelFailed) else f"the model failed: {type(e).__name__}: {e}"
-        wire.send_scored(channel, None, "model", message)
+        wire.send_scored(channel, seq, None, "model", message)
     else:
-        wire.send_scored(channel, body)
+        limit = header["max_bytes"]
+        if len(body) > limit:
+            wire.send_scored(channel, seq, None, "size", f"Output exceeds maximum size of {limit} bytes")
+        else:
+            wire.send_scored(channel, seq, body)
 
 
 def confine(limits: WorkerLimits, tmp_dir: str) -> str:

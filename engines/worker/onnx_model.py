@@ -32,6 +32,8 @@ from engines.worker.scoring import (
 
 #: Largest metadata.json or label.txt read from a zip, bytes.
 MAX_SIDE_FILE = 4 * 1024 * 1024
+#: Largest .onnx member unpacked from a zip, bytes (a bomb stops here, not at the worker's memory limit).
+MAX_ONNX_BYTES = 1024**3
 FUNCTIONS = ("classification", "regression", "clustering", "feature_extraction")
 _TYPES = {
     "tensor(float)": "FLOAT",
@@ -62,7 +64,7 @@ def unpack(data: bytes) -> tuple[bytes, dict[str, Any], list[str] | None]:
                 raise ModelUnreadable(f"the zip must hold exactly one .onnx file, it holds {len(onnx)}")
             meta = _side(z, names, "metadata.json")
             labels = _side(z, names, "label.txt")
-            model = z.read(onnx[0])
+            model = _member(z, onnx[0], MAX_ONNX_BYTES)
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as e:
         raise ModelUnreadable(f"the zip cannot be read: {e}") from None
     metadata: dict[str, Any] = {}
@@ -81,12 +83,18 @@ def unpack(data: bytes) -> tuple[bytes, dict[str, Any], list[str] | None]:
 
 def _side(z: zipfile.ZipFile, names: list[zipfile.ZipInfo], base: str) -> bytes | None:
     found = [i for i in names if i.filename.rsplit("/", 1)[-1].lower() == base]
-    if not found:
-        return None
-    if found[0].file_size > MAX_SIDE_FILE:
-        raise ModelUnreadable(f"{base} is larger than {MAX_SIDE_FILE} bytes")
-    with z.open(found[0]) as f:
-        return f.read(MAX_SIDE_FILE + 1)[:MAX_SIDE_FILE]
+    return _member(z, found[0], MAX_SIDE_FILE) if found else None
+
+
+def _member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member's bytes, refused past `limit` whatever its header says (a header can lie about the size)."""
+    if info.file_size > limit:
+        raise ModelUnreadable(f"{info.filename[:200]} is larger than {limit} bytes")
+    with z.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ModelUnreadable(f"{info.filename[:200]} is larger than {limit} bytes")
+    return data
 
 
 class OnnxModel:

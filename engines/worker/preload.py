@@ -6,7 +6,17 @@ import importlib
 import os
 
 #: Modules every worker gets pre-imported; PYQD_WORKER_PRELOAD (comma list) adds more.
-BASE_MODULES = ["numpy", "pandas", "pyarrow", "cloudpickle", "orjson", "httpx", "oml", "engines.worker.runtime"]
+BASE_MODULES = [
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "cloudpickle",
+    "orjson",
+    "httpx",
+    "oml",
+    "engines.worker.runtime",
+    "engines.worker.scoring",
+]
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 for _name in BASE_MODULES + [m for m in os.environ.get("PYQD_WORKER_PRELOAD", "").split(",") if m.strip()]:

@@ -1,4 +1,4 @@
-"""PYTHON models (pyqd's own type): a pickled or joblib estimator, unpickled here in the owner's sandboxed
+"""PYTHON models (pyqd's own type): a pickled or joblib estimator, unpickled here in a sandboxed
 worker and never in the server.
 
 Anything with `predict` scores. What it predicts is read from the estimator: `predict_proba` and `classes_` make

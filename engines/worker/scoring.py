@@ -90,14 +90,18 @@ class LoadedModel(Protocol):
 
 
 # -- the messages ---------------------------------------------------------------------------------------
-_loaded: dict[str, LoadedModel] = {}
+_loaded: dict[tuple[str, str], LoadedModel] = {}
+#: Models kept loaded at once (a worker serves one model; the in-process twin serves several).
+KEEP_LOADED = 4
 
 
 def load(kind: str, digest: str, data: bytes) -> dict[str, Any]:
     """Load a model (kept for later score requests); its metadata. ModelUnreadable when it is not one."""
-    _loaded.clear()  # a worker serves one model
+    _loaded.pop((kind, digest), None)
     model = _read(kind, data)
-    _loaded[digest] = model
+    while len(_loaded) >= KEEP_LOADED:
+        _loaded.pop(next(iter(_loaded)))
+    _loaded[kind, digest] = model
     return model.metadata
 
 
@@ -113,9 +117,9 @@ def _read(kind: str, data: bytes) -> LoadedModel:
     raise ModelUnreadable(f"unknown model type {kind}")
 
 
-def score(digest: str, body: bytes, images: list[bytes] | None = None) -> bytes:
+def score(kind: str, digest: str, body: bytes, images: list[bytes] | None = None) -> bytes:
     """Score a request body against the loaded model: `{"scoringResults": [...]}` as JSON bytes."""
-    model = _loaded.get(digest)
+    model = _loaded.get((kind, digest))
     if model is None:
         raise ModelUnreadable("the model is not loaded")
     records, top_n = parse_request(body, images, model)
@@ -198,8 +202,10 @@ def to_columns(
             elif isinstance(value, list):
                 flat = _column_rows(value, where, n)
                 values[a.name].extend(_coerce(v, a, f"{where}[{j}]") for j, v in enumerate(flat))
-            else:
+            elif n == 1:
                 values[a.name].append(_coerce(value, a, where))
+            else:
+                raise BadInput(f"{where}: one value, but the record's other inputs hold {n} rows")
         rows += n
         if rows > MAX_ROWS:
             raise BadInput(f"more than {MAX_ROWS} input rows in one request")
@@ -315,10 +321,11 @@ def _coerce(value: Any, a: Attribute, where: str) -> Any:
             text = value.strip()
             if not text:
                 return math.nan
-            try:
-                return float(text)
-            except ValueError:
-                pass
+            if "_" not in text:  # Python's float() also reads "1_000"; a number in text does not
+                try:
+                    return float(text)
+                except ValueError:
+                    pass
         raise BadInput(f"{where}: {_show(value)} is not a number (the input is {t})")
     if t in STRING_TYPES:
         if isinstance(value, str):
@@ -355,7 +362,10 @@ def _coerce(value: Any, a: Attribute, where: str) -> Any:
 
 
 def _show(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, bytes) else "<bytes>"
+    try:
+        text = orjson.dumps(value).decode() if not isinstance(value, bytes) else "<bytes>"
+    except TypeError:  # nested deeper than orjson renders
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -16,6 +16,7 @@ from server import openapi
 from server.db import write_session
 from server.deps import CurrentUser, ServicesDep
 from server.errors import BadRequest
+from server.fairness import user_slots
 from server.omlmod_openapi import endpoint_document
 from server.routes.common import iso_millis
 from server.routes.omlmod_models import base_url, metadata_of, self_link
@@ -173,7 +174,7 @@ def delete_endpoint(uri: str, caller: CurrentUser, services: ServicesDep) -> Res
     "/v1/deployment/{uri}/score",
     summary="Score records (or images) with an endpoint's model",
     response_class=Response,
-    responses={200: {"model": ScoringOutputResultSet}, **errors(400, 401, 404, 500, 503)},
+    responses={200: {"model": ScoringOutputResultSet}, **errors(400, 401, 404, 429, 500, 503)},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -204,7 +205,9 @@ async def score(uri: str, request: Request, caller: CurrentUser, services: Servi
             raise BadRequest("Send at least one imageData part")
     else:
         body = await request.body()
-    out = await run_in_threadpool(score_request, services, caller.name, uri, body, images)
+    # one of the caller's call slots (server/fairness.py): one user's requests cannot fill the thread pool
+    async with user_slots(request.app.state, services.settings).hold(caller.name):
+        out = await run_in_threadpool(score_request, services, caller.name, uri, body, images)
     return Response(out, media_type="application/json")
 
 

@@ -18,6 +18,7 @@ from models.service import ModelInfo, NewModel
 from server.db import write_session
 from server.deps import CurrentUser, ServicesDep
 from server.errors import BadRequest
+from server.fairness import user_slots
 from server.routes.common import iso_millis, json_body
 from server.routes.omlmod_schemas import (
     CreateModelResponse,
@@ -130,7 +131,7 @@ def list_models(
             "description": "Stored",
             "headers": {"Location": {"schema": {"type": "string"}, "description": "The model's URL"}},
         },
-        **errors(400, 401, 404, 409, 413, 503),
+        **errors(400, 401, 404, 409, 413, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -164,7 +165,8 @@ async def store(request: Request, caller: CurrentUser, services: ServicesDep) ->
         new, data = await _from_datastore(request, caller.name, services)
     else:
         raise BadRequest("Send the model as multipart/form-data (modelData and the fields), or a JSON body")
-    info = await run_in_threadpool(store_model, services, caller.name, new, data)
+    async with user_slots(request.app.state, services.settings).hold(caller.name):
+        info = await run_in_threadpool(store_model, services, caller.name, new, data)
     href = f"{base_url(request, services)}/models/{info.id}"
     body = orjson.dumps({"modelId": info.id, "links": self_link(href)})
     return Response(body, status_code=201, media_type="application/json", headers={"Location": href})
