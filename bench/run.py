@@ -1,7 +1,8 @@
 """The benchmark suite: `python -m bench.run` (see bench/README.md). Writes docs/performance.md.
 
 Every comparison runs side by side in one run, interleaved, with several repetitions; tables report the
-median, the spread (min–max) and the ratio pyqd / baseline."""
+median, the spread (min–max) and the ratio pyqd / baseline. `--only model-scoring` (OML Services scoring against
+Flask and FastAPI, bench.scoring) rewrites only the last section of the file, "## Model scoring (issue 10)"."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bench.server import THREADS_ENV
 os.environ.update(THREADS_ENV)  # before numpy is imported anywhere
 
 from bench import baselines as bl  # noqa: E402
-from bench import data, report, resources, small, workloads  # noqa: E402
+from bench import data, report, resources, scoring, small, workloads  # noqa: E402
 from bench.server import pg_database, running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +58,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--only", default="scoring,groups,small,memory,cold")
+    parser.add_argument("--only", default="scoring,groups,small,memory,cold,model-scoring")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load-generator run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = parser.parse_args()
     only = set(args.only.split(","))
+    if only == {"model-scoring"}:
+        out = Path(args.out)
+        text = _model_scoring(args)
+        out.write_text(splice_section(out.read_text() if out.exists() else "", text))
+        log(f"wrote {args.out}")
+        return
     started = time.perf_counter()
     sections: dict[str, object] = {"rows": args.rows, "reps": args.reps}
     work = Path(tempfile.mkdtemp(prefix="pyqd-bench-models-"))
@@ -121,8 +128,33 @@ def main() -> None:
     sections["seconds"] = time.perf_counter() - started
     sections["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = report.render(sections)
+    if "model-scoring" in only:
+        log("-- model scoring (OML Services)")
+        text = splice_section(text, _model_scoring(args))
     Path(args.out).write_text(text)
     log(f"wrote {args.out} ({sections['seconds']:.0f} s)")
+
+
+def _model_scoring(args: argparse.Namespace) -> str:
+    """bench.scoring with this run's --duration and --reps (rounds), the PYQD_PROCESSES=2 server, and the profiles."""
+    ns = argparse.Namespace(
+        duration=args.duration,
+        rounds=args.reps,
+        models="regression,classifier",
+        conc="1,8",
+        no_processes2=False,
+        profile=True,
+        profile_seconds=10,
+        out=None,
+    )
+    command = f"python -m bench.run --only model-scoring --duration {args.duration:g} --reps {args.reps}"
+    return scoring.run(ns, command=command)
+
+
+def splice_section(doc: str, section: str, title: str = scoring.TITLE) -> str:
+    """`doc` with its section `title` (and all after it: it is the last) replaced by `section`, or appended."""
+    head, found, _ = doc.partition(title)
+    return (head if found else doc.rstrip("\n") + "\n\n") + section.lstrip("\n")
 
 
 def _fit_iris(path: str) -> None:

@@ -1,7 +1,9 @@
 """(d) pyqd's small calls hand-written in FastAPI, in-process, behind a PyJWT HS256 bearer check; served by uvicorn
 with one worker process. Configured by environment variables:
 
-- PYQD_BENCH_MODEL: pickle of a fitted 8-feature model (POST /predict)
+- PYQD_BENCH_MODEL: pickle or joblib file of a fitted model: POST /predict (8 features, `{"features": [[..]]}`)
+  and POST /score (any model, the seed article's `{"input": [f1, ..]}` or `{"input": [[..], ..]}` ->
+  `{"input", "prediction"}` and, for a classifier, `"probability"`; bench.scoring)
 - PYQD_BENCH_JWT_KEY: the HS256 key tokens are checked with
 - PYQD_BENCH_SEED_URL, PYQD_BENCH_SEED_TABLE (default IRIS), PYQD_BENCH_SEED_SCHEMA: where the 150-row IRIS table is
   (POST /seed; without the URL there is no /seed)
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import sys
 import warnings
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import joblib
 import jwt
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, HTTPException
@@ -35,9 +38,12 @@ class Features(BaseModel):
     features: list[list[float]]
 
 
+class SeedInput(BaseModel):
+    input: list[float] | list[list[float]]
+
+
 def _load(path: str) -> Any:
-    with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 - the benchmark's own pickle
+    return joblib.load(path)  # the benchmark's own pickle or joblib file
 
 
 def regr_predict(regr: Any, dat: pd.DataFrame) -> pd.DataFrame:
@@ -74,6 +80,15 @@ def create_app() -> FastAPI:
     @app.post("/predict", dependencies=auth)
     async def predict(body: Features) -> dict[str, list[float]]:
         return {"result": model.predict(body.features).tolist()}
+
+    @app.post("/score", dependencies=auth)
+    async def score(body: SeedInput) -> dict[str, Any]:
+        """The seed article's /predict, validated by pydantic. `async`: CPU-bound, no thread-pool hop."""
+        x = np.atleast_2d(np.asarray(body.input, dtype=float))
+        if not hasattr(model, "predict_proba"):
+            return {"input": body.input, "prediction": model.predict(x).tolist()}
+        p = model.predict_proba(x)
+        return {"input": body.input, "prediction": model.classes_[p.argmax(axis=1)].tolist(), "probability": p.tolist()}
 
     if url := os.environ.get("PYQD_BENCH_SEED_URL"):
         engine = sa.create_engine(url)

@@ -1,7 +1,14 @@
-"""(e) The seed article's Flask app: load the model at start, POST /predict with JSON features ->
-{"prediction": [...]}; served by gunicorn with 2 (sync) workers. Configured by environment variables:
+"""(e) The seed article's Flask app: load the model at start (`joblib.load`), POST /predict with JSON features;
+served by gunicorn with 2 (sync) workers. Two body shapes:
 
-- PYQD_BENCH_MODEL: pickle of a fitted model; `features` is one row ([f1, f2, ...]) or a list of rows
+- the seed article's `{"input": [f1, f2, ...]}` (one row) or `{"input": [[...], ...]}` (a batch) ->
+  `{"input": <as sent>, "prediction": [...]}`, plus `"probability": [[p per class], ...]` for a classifier
+  (what OML Services' score returns too);
+- `{"features": ...}` (one row or a list of rows) -> `{"prediction": [...]}` (bench.small).
+
+Configured by environment variables:
+
+- PYQD_BENCH_MODEL: pickle or joblib file of a fitted model
 - PYQD_BENCH_JWT_KEY: optional; when set, requests need an HS256 bearer token signed with it (the article has none)
 """
 
@@ -9,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import sys
 import warnings
 from collections.abc import Iterator
 
+import joblib
 import jwt
 import numpy as np
 from flask import Flask, Response, jsonify, request
@@ -24,8 +31,8 @@ from bench.server import free_port
 
 def create_app() -> Flask:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    with open(os.environ["PYQD_BENCH_MODEL"], "rb") as f:
-        model = pickle.load(f)  # noqa: S301 - the benchmark's own pickle
+    model = joblib.load(os.environ["PYQD_BENCH_MODEL"])  # the benchmark's own file
+    proba = hasattr(model, "predict_proba")
     key = os.environ.get("PYQD_BENCH_JWT_KEY")
     app = Flask(__name__)
 
@@ -43,7 +50,15 @@ def create_app() -> Flask:
                 jwt.decode(token, key, algorithms=["HS256"])
             except jwt.InvalidTokenError:
                 return jsonify(error="invalid token"), 401
-        features = np.asarray(request.get_json(force=True)["features"], dtype=float)
+        body = request.get_json(force=True)
+        if "input" in body:  # the seed article's shape
+            x = np.atleast_2d(np.asarray(body["input"], dtype=float))
+            if proba:
+                p = model.predict_proba(x)
+                labels = model.classes_[p.argmax(axis=1)].tolist()
+                return jsonify(input=body["input"], prediction=labels, probability=p.tolist())
+            return jsonify(input=body["input"], prediction=model.predict(x).tolist())
+        features = np.asarray(body["features"], dtype=float)
         return jsonify(prediction=model.predict(np.atleast_2d(features)).tolist())
 
     return app
