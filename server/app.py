@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         title="pyqd", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
     errors.install(app)
-    # The execution verbs first: routes are matched in order, and they are the hot path (no paths overlap).
+    # The hot paths first: routes are matched in order (no paths overlap): OML Services' one score route (each
+    # candidate before it costs a scope copy and a regex), then the execution verbs.
+    omlmod.install_score(app)
     for module in (execution, omlmod, meta, tokens, versions, scripts, jobs, datastores, tables, queries, admin):
         module.install(app)
     for module in (omlmod_models,):

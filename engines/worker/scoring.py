@@ -102,6 +102,10 @@ def load(kind: str, digest: str, data: bytes) -> dict[str, Any]:
     while len(_loaded) >= KEEP_LOADED:
         _loaded.pop(next(iter(_loaded)))
     _loaded[kind, digest] = model
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the libraries' and the model's objects: scoring's many small allocations no longer rescan them
     return model.metadata
 
 
@@ -184,6 +188,9 @@ def to_columns(
     decode_image: Callable[[Any, Attribute], np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """One array per attribute (rows first), and the number of rows."""
+    fast = _plain_columns(records, attributes)
+    if fast is not None:
+        return fast, len(records)
     known = {a.name for a in attributes}
     by_upper = {a.name.upper(): a.name for a in attributes}
     values: dict[str, list[Any]] = {a.name: [] for a in attributes}
@@ -217,6 +224,24 @@ def to_columns(
         else:
             columns[a.name] = np.array(column, dtype=a.dtype)
     return columns, rows
+
+
+def _plain_columns(records: list[dict[str, Any]], attributes: list[Attribute]) -> dict[str, np.ndarray] | None:
+    """The common case without per-value work: every record names exactly the attributes, every value a JSON
+    number for a float input. None when anything else is seen (the general path then coerces and explains)."""
+    if not attributes or any(a.shape or a.attribute_type not in FLOAT_TYPES for a in attributes):
+        return None
+    known = {a.name for a in attributes}
+    if not all(r.keys() == known for r in records):
+        return None
+    columns = {}
+    for a in attributes:
+        name = a.name
+        values = [r[name] for r in records]
+        if not all(type(v) is float or type(v) is int for v in values):
+            return None
+        columns[name] = np.array(values, dtype=a.dtype)
+    return columns
 
 
 def _rename(record: dict[str, Any], i: int, known: set[str], by_upper: dict[str, str]) -> dict[str, Any]:
@@ -372,12 +397,15 @@ def _show(value: Any) -> str:
 # -- results --------------------------------------------------------------------------------------------
 def classifications(labels: list[str], probabilities: np.ndarray, top_n: int | None) -> list[dict[str, Any]]:
     """Per row: `{"classifications": [{label, probability}]}`, most probable first, cut to topN."""
-    out = []
+    matrix = np.asarray(probabilities, dtype=np.float64)
     k = len(labels) if top_n is None else min(top_n, len(labels))
-    for row in np.asarray(probabilities, dtype=np.float64):
-        order = np.argsort(-row, kind="stable")[:k]
-        out.append({"classifications": [{"label": labels[j], "probability": float(row[j])} for j in order]})
-    return out
+    order = np.argsort(-matrix, axis=1, kind="stable")[:, :k]
+    probs = np.take_along_axis(matrix, order, axis=1).tolist()
+    names = np.asarray(labels, dtype=object)[order].tolist()
+    return [
+        {"classifications": [{"label": n, "probability": p} for n, p in zip(ns, ps, strict=True)]}
+        for ns, ps in zip(names, probs, strict=True)
+    ]
 
 
 def clusters_by_probability(ids: list[str], probabilities: np.ndarray, top_n: int | None) -> list[dict[str, Any]]:

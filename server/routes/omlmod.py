@@ -35,6 +35,8 @@ from server.scoring import score as score_request
 from server.services import Services
 
 router = APIRouter(prefix="/omlmod", tags=["OML Services"])
+#: The score route alone: the app matches it before every other route (it is the hot path of APEX pages).
+score_router = APIRouter(prefix="/omlmod", tags=["OML Services"])
 
 #: Most images one multipart score request may carry.
 MAX_IMAGES = 64
@@ -170,7 +172,7 @@ def delete_endpoint(uri: str, caller: CurrentUser, services: ServicesDep) -> Res
     return Response(status_code=204)
 
 
-@router.post(
+@score_router.post(
     "/v1/deployment/{uri}/score",
     summary="Score records (or images) with an endpoint's model",
     response_class=Response,
@@ -220,6 +222,10 @@ def endpoint_api(uri: str, request: Request, caller: CurrentUser, services: Serv
     with services.sessions() as session:
         d = models_service.get_deployment(session, caller.name, uri)
     return endpoint_document(d, base_url(request, services))
+
+
+def install_score(app: FastAPI) -> None:
+    app.include_router(score_router)
 
 
 def install(app: FastAPI) -> None:

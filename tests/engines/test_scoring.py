@@ -257,3 +257,24 @@ def test_an_object_without_predict_is_no_model(scorer: Scorer) -> None:
     data = sm.joblib_bytes({"not": "a model"})
     with pytest.raises(ModelUnreadable, match="needs a predict method"):
         Loaded(scorer, "PYTHON", data)
+
+
+def test_positional_and_named_inputs_both_match_the_estimator(scorer: Scorer) -> None:
+    """A plain scikit-learn estimator gets a float matrix (fast); one that selects columns by name (a
+    FunctionTransformer here) gets a DataFrame: both answer as the estimator does on the caller's columns."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    df = sm.customers()[["AGE", "INCOME"]]
+    target = 2.0 * df.AGE + df.INCOME
+    plain = LinearRegression().fit(df, target)
+    named = make_pipeline(FunctionTransformer(lambda x: x[["INCOME", "AGE"]]), LinearRegression()).fit(df, target)
+    records = [{"INCOME": 10.0, "AGE": 30.0}, {"AGE": 50, "INCOME": "20"}]
+    expected = [2.0 * 30 + 10, 2.0 * 50 + 20]
+    for estimator in (plain, named):
+        import cloudpickle
+
+        m = Loaded(scorer, "PYTHON", cloudpickle.dumps(estimator))
+        got = [r["regression"] for r in m.score(records)]
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
