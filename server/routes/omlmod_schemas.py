@@ -153,6 +153,15 @@ class ScoringOutputResultSet(BaseModel):
     scoringResults: list[ScoringResult]
 
 
+def created(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """A 201 answer with its body and a Location header."""
+    return {
+        "model": model,
+        "description": description,
+        "headers": {"Location": {"schema": {"type": "string"}, "description": "The new resource's URL"}},
+    }
+
+
 #: The error answers every operation documents.
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {

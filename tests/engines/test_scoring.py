@@ -278,3 +278,46 @@ def test_positional_and_named_inputs_both_match_the_estimator(scorer: Scorer) ->
         m = Loaded(scorer, "PYTHON", cloudpickle.dumps(estimator))
         got = [r["regression"] for r in m.score(records)]
         np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_the_answer_grammar_takes_what_the_renderers_write_and_nothing_else() -> None:
+    import orjson
+
+    from engines.scoring import check_answer
+    from engines.worker.scoring import (
+        classifications,
+        clusters_by_distance,
+        clusters_by_probability,
+        features,
+        regressions,
+    )
+
+    labels = ["setosa", 'quo"ted', "ünïcode", "back\\slash", "tab\there"]
+    p = np.random.default_rng(0).random((50, 5))
+    for results in (
+        classifications(labels, p, None),
+        classifications(labels, p, 2),
+        regressions(np.array([1.5, np.nan, -3e-7, 1e300, 0.0])),
+        clusters_by_distance([str(i) for i in range(5)], p, None),
+        clusters_by_probability(labels, p, 3),
+        features(p.astype(np.float32)),
+        features(p),
+        [{"classifications": [{"label": "x", "probability": 1.0}]}],
+        [],
+    ):
+        check_answer(orjson.dumps({"scoringResults": results}, option=orjson.OPT_SERIALIZE_NUMPY))
+    refused = [
+        b"<html><script>alert(1)</script></html>",
+        b'{"scoringResults":[],"x":1}',
+        b'{"scoringResults":[{"regression":1.0,"x":2}]}',
+        b'{"scoringResults":[{"regression":"1"}]}',
+        b'{"scoringResults":[{"regression":01}]}',
+        b'{"scoringResults":[{"regression":1.0}]} ',
+        b'{"scoringResults":[{"classifications":[{"label":"a\\uZZZZ","probability":1.0}]}]}',
+        b'{"scoringResults":[{"classifications":[{"label":"\xff\xfe","probability":1.0}]}]}',
+        b'{"scoringResults":[{"classifications":[{"label":"a","probability":1.0,"z":1}]}]}',
+        b'{"scoringResults":[{"clusters":[{"probability":1.0}]}]}',
+    ]
+    for data in refused:
+        with pytest.raises(ModelFailed):
+            check_answer(data)
