@@ -144,22 +144,7 @@ class Channel:
         if count > MAX_BLOBS:
             raise ChannelError(f"{count} blobs (at most {MAX_BLOBS})")
         packed = self._take(header_len, deadline)
-        try:  # the container bounds cap what a small header can cost once decoded (an empty array is 1 byte)
-            header = msgpack.unpackb(
-                packed,
-                raw=False,
-                strict_map_key=True,
-                use_list=True,
-                max_str_len=header_len,
-                max_bin_len=header_len,
-                max_array_len=self.max_items,
-                max_map_len=self.max_items,
-                max_ext_len=0,
-            )
-        except Exception as e:  # noqa: BLE001 - any decoding failure is a protocol error
-            raise ChannelError(f"undecodable header: {type(e).__name__}") from None
-        if not isinstance(header, dict) or not isinstance(header.get("t"), str):
-            raise ChannelError("the header is not a map with a message type")
+        header = decode_header(packed, self.max_items)
         blobs: list[Blob] = []
         total = 0
         for _ in range(count):
@@ -242,6 +227,29 @@ class Channel:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+
+def decode_header(packed: Blob, max_items: int = MAX_ITEMS) -> dict[str, Any]:
+    """A message header: a msgpack map with a str `t`, decoded with bounds (an empty array is 1 byte, so the
+    container bounds cap what a small header can cost); ChannelError otherwise. Decoding msgpack runs no code."""
+    size = len(packed)
+    try:
+        header = msgpack.unpackb(
+            packed,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=max_items,
+            max_map_len=max_items,
+            max_ext_len=0,
+        )
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a protocol error
+        raise ChannelError(f"undecodable header: {type(e).__name__}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("t"), str):
+        raise ChannelError("the header is not a map with a message type")
+    return header
 
 
 def _ms(seconds: float) -> int:

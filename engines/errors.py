@@ -10,6 +10,7 @@ ExecutionError
 ├── TimeLimitExceeded(seconds)     the call ran past its time limit; its workers were killed
 ├── WorkerCrashed(message)         a worker died (os._exit, segfault, SIGKILL, out of memory)
 ├── PoolBusy(retry_after)          no worker became free in time
+│   └── ClusterUnavailable(message, retry_after)  the Dask scheduler cannot be reached, or has no workers
 ├── JobQueueFull(retry_after)      too many jobs wait to run, over all users
 │   └── UserJobQueueFull(user, limit, retry_after)  too many of this user's own jobs wait to run
 ├── Cancelled()                    the call was cancelled (job deleted)
@@ -85,6 +86,12 @@ class PoolBusy(ExecutionError):
     def __init__(self, retry_after: int = 1) -> None:
         self.retry_after = retry_after
         super().__init__("All workers are busy; retry later")
+
+
+class ClusterUnavailable(PoolBusy):
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        ExecutionError.__init__(self, message)
 
 
 class JobQueueFull(ExecutionError):

@@ -166,6 +166,11 @@ def read_scored(header: dict[str, Any], blobs: list[Blob], seq: int) -> tuple[by
 
 
 def send_results(channel: Channel, results: list[Result]) -> None:
+    channel.send(*results_message(results))
+
+
+def results_message(results: list[Result]) -> tuple[dict[str, Any], list[Blob]]:
+    """The `results` message of a task (header and blobs), as `read_results` checks it."""
     blobs: list[Blob] = []
     units = []
     for r in results:
@@ -188,7 +193,7 @@ def send_results(channel: Channel, results: list[Result]) -> None:
             }
         )
         blobs.append(r.json)
-    channel.send({"t": "results", "units": units}, blobs)
+    return {"t": "results", "units": units}, blobs
 
 
 def send_request(

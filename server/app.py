@@ -26,13 +26,14 @@ from server.routes import (
     omlmod,
     omlmod_models,
     queries,
+    relay,
     scripts,
     tables,
     tokens,
     versions,
 )
 from server.scoring import open_scorer
-from server.services import Services, make_pool, open_services
+from server.services import Services, make_cluster, make_pool, open_services
 from server.settings import Settings
 
 API_DESCRIPTION = """\
@@ -63,6 +64,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if own_pool:
             svc.pool = make_pool(svc.settings)
             svc.pool.start()  # in the background: the server answers at once, calls wait for a first worker
+        own_cluster = svc.cluster is None and svc.settings.engine == "dask"
+        if own_cluster:
+            svc.cluster = make_cluster(svc.settings)
+            svc.cluster.start()  # in the background: until it is connected, calls answer 503 and /ready says why
         svc.bridge = AppBridge(app, max_answer=svc.settings.output_max_bytes)
         svc.bridge.start()
         svc.execution = open_execution(svc, observe=app.state.metrics.observe_execution)
@@ -88,6 +93,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             svc.scorer = None
             svc.bridge.close()
             svc.bridge = None
+            if own_cluster and svc.cluster is not None:
+                await run_in_threadpool(svc.cluster.close)
+                svc.cluster = None
             if own_pool and svc.pool is not None:
                 await run_in_threadpool(svc.pool.close)
                 svc.pool = None
@@ -101,7 +109,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # The hot paths first: routes are matched in order (no paths overlap): OML Services' one score route (each
     # candidate before it costs a scope copy and a regex), then the execution verbs.
     omlmod.install_score(app)
-    for module in (execution, omlmod, meta, tokens, versions, scripts, jobs, datastores, tables, queries, admin):
+    for module in (execution, omlmod, meta, tokens, versions, scripts, jobs, datastores, tables, queries, relay, admin):
         module.install(app)
     for module in (omlmod_models,):
         module.install(app)

@@ -115,6 +115,22 @@ class _LimitedAnswers:
         await self.app(scope, receive, counted)
 
 
+class CallRequests:
+    """One call's `import oml` requests: served here (`__call__`), or, when the call runs on another machine (the
+    Dask engine), relayed back to `server.routes.relay` with the call's script token (`relay`)."""
+
+    def __init__(self, bridge: AppBridge, token: TokenSource, read_only: bool) -> None:
+        self.bridge, self.token, self.read_only = bridge, token, read_only
+
+    def __call__(self, message: Message) -> Message:
+        return self.bridge.handle(message, self.token, self.read_only)
+
+    def relay(self) -> tuple[str, bool] | None:
+        """(the call's script token, read-only) for a machine that relays the requests; None without a session."""
+        token = self.token()
+        return (token, self.read_only) if token is not None else None
+
+
 class AppBridge:
     """Owns an event loop thread that forwards worker requests to the ASGI app."""
 
@@ -141,14 +157,10 @@ class AppBridge:
             self._cm.__exit__(None, None, None)
         self._cm = self._portal = self._client = None
 
-    def handler_for(self, token: TokenSource, read_only: bool = False) -> Callable[[Message], Message]:
+    def handler_for(self, token: TokenSource, read_only: bool = False) -> CallRequests:
         """The request handler of one call: its requests carry `token()` and nothing the worker claimed; with
         `read_only` (another owner's script the caller did not trust) only reads pass."""
-
-        def handle(message: Message) -> Message:
-            return self.handle(message, token, read_only)
-
-        return handle
+        return CallRequests(self, token, read_only)
 
     def handle(self, message: Message, token: TokenSource, read_only: bool = False) -> Message:
         """("http", method, path, headers, body) → ("http-response", status, headers, body); never raises."""

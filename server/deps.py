@@ -88,6 +88,8 @@ SCRIPT_ROUTES = frozenset(
         "server.routes.tables.read_rows",
         "server.routes.tables.table_data",
         "server.routes.queries.run_query",
+        # a Dask worker relaying the script's requests, which the bridge then checks against this list again
+        "server.routes.relay.relay",
     }
 )
 

@@ -110,9 +110,10 @@ def media_type(request: ApplyRequest) -> str:
 def open_execution(services: Services, observe: Observer | None = None) -> ExecutionService:
     """The execution service of this server, running jobs too (their scheduler is not started)."""
     s = services.settings
-    assert services.pool is not None
+    workers = services.cluster or services.pool  # the engine: the Dask cluster, or this server's pool
+    assert workers is not None
     engine = ExecutionService(
-        services.pool,
+        workers,
         services.sessions,
         services.user_data,
         limits_of(s),

@@ -21,6 +21,7 @@ from server.db import create_metadata_engine, run_migrations, session_factory
 from server.settings import Settings
 
 if TYPE_CHECKING:
+    from engines.dask.engine import DaskWorkers
     from engines.scoring import Scorer
     from engines.service import ExecutionService
     from server.bridge import AppBridge
@@ -41,6 +42,8 @@ class Services:
     user_data: UserDataStore
     #: The worker pool; started by the app's lifespan (the CLI's admin commands run without one).
     pool: WorkerPool | None = None
+    #: The Dask cluster the verbs run on with PYQD_ENGINE=dask (the pool above then only scores models).
+    cluster: DaskWorkers | None = None
     #: Serves the requests of workers' `import oml` in-process.
     bridge: AppBridge | None = None
     #: Runs calls and async jobs (`server.execution.open_execution`); started by the app's lifespan.
@@ -116,6 +119,33 @@ def make_pool(settings: Settings) -> WorkerPool:
             scratch_bytes=settings.worker_scratch_mb * 1024 * 1024,
             # a worker's message holds at most one task's results: the size limit plus room for the rest
             max_message_bytes=settings.output_max_bytes + 64 * 1024 * 1024,
+        )
+    )
+
+
+def make_cluster(settings: Settings) -> DaskWorkers:
+    """The Dask engine configured from the settings (not started)."""
+    from engines.dask.engine import DaskConfig, DaskWorkers
+    from engines.dask.host import HostLimits
+
+    assert settings.dask_scheduler is not None
+    host = HostLimits(
+        memory_mb=settings.worker_memory_mb,
+        cpu_seconds=settings.worker_cpu_seconds,
+        user_setting=settings.worker_user,
+        sandbox=settings.worker_sandbox,
+        scratch_mb=settings.worker_scratch_mb,
+        max_processes=settings.worker_max_processes,
+        warm=settings.warm_workers,
+        preload=settings.worker_preload,
+        max_message_bytes=settings.output_max_bytes + 64 * 1024 * 1024,
+    )
+    return DaskWorkers(
+        DaskConfig(
+            scheduler=settings.dask_scheduler,
+            api_url=settings.relay_url,
+            host=host,
+            per_user=settings.workers_per_user,
         )
     )
 

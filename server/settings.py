@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Shortest signing key accepted outside development, in bytes (HS256 wants at least 256 bits).
@@ -88,6 +89,14 @@ class Settings(BaseSettings):
     sync_time_limit_s: float = 120.0
     #: Seconds a call waits for a free worker before the server answers 503.
     worker_wait_s: float = 30.0
+    #: Where the OML4Py verbs run user code: "local" (this server's worker pool) or "dask" (pyqd's sandboxed pools
+    #: hosted on the workers of a Dask distributed cluster; docs/scaling.md). Model scoring stays local.
+    engine: Literal["local", "dask"] = "local"
+    #: The Dask scheduler (PYQD_ENGINE=dask): `tcp://host:8786`, or the path of a scheduler file.
+    dask_scheduler: str | None = None
+    #: The URL Dask workers reach the API servers at (a script's `import oml` is relayed there); None: the
+    #: public URL, else http://host:port of this server.
+    api_url: str | None = None
     #: Longest result (rows of a DataFrame, items of a list) a call may return; Oracle's is 5000.
     output_limit: int = 10_000_000
     #: Largest result a call may return, bytes (counted whole, however nested; beyond Oracle, which counts rows).
@@ -144,6 +153,17 @@ class Settings(BaseSettings):
     calls_wait_s: float = 2.0
     #: Async jobs one user may have waiting to run; more submits of theirs get 429 (other users' still queue).
     job_queue_per_user: int = 100
+
+    @model_validator(mode="after")
+    def _engine(self) -> Settings:
+        if self.engine == "dask" and not self.dask_scheduler:
+            raise ValueError("PYQD_ENGINE=dask needs PYQD_DASK_SCHEDULER (tcp://host:8786 or a scheduler file)")
+        return self
+
+    @property
+    def relay_url(self) -> str:
+        """Where Dask workers reach the API (`api_url`, else the public URL, else this server's address)."""
+        return (self.api_url or self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @field_validator("tenant", "database")
     @classmethod

@@ -26,6 +26,7 @@ READINESS = {
         "status": {"type": "string", "enum": ["ready", "not ready"]},
         "database": {"type": "string"},
         "workers": {"anyOf": [{"type": "object"}, {"type": "string"}]},
+        "cluster": {"type": "object", "description": "With PYQD_ENGINE=dask: the cluster (`status` names a problem)"},
     },
     "required": ["status", "database", "workers"],
 }
@@ -54,6 +55,10 @@ def ready(services: ServicesDep) -> JSONResponse:
         stats["fresh"] + stats["idle"] + stats["busy"] + stats["starting"] > 0 or services.settings.warm_workers == 0
     )
     checks["workers"] = stats if stats is not None else "not started"
+    if services.cluster is not None:
+        problem = services.cluster.problem()
+        checks["cluster"] = {"status": problem or "ok", **services.cluster.stats()}
+        usable = usable and problem is None
     ok = checks["database"] == "ok" and usable
     return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 

@@ -1,0 +1,249 @@
+"""The pyqd side of a Dask worker: a `WorkerPlugin` that hosts pyqd's own sandboxed worker pool, and the task
+function that hands one Task to it.
+
+A Dask worker process is shared by every user, so user code never runs in it: each Dask task takes a pyqd worker
+process for the task's key (one user per process, rlimits, seccomp, Landlock, no secrets: `engines.pool`, the
+same walls as on the API server) and runs the Task there. The Dask worker holds no database credential and no
+signing key. A script's `import oml` reaches the API servers through `Relay`, with the call's short-lived script
+token; the sandboxed process never sees the token.
+
+What goes back to the API server is plain bytes: the msgpack header and the blobs of the pyqd worker's own
+`results` message (`engines.wire.results_message`), or a `status` header when no results came (time limit,
+crash, cancellation). The API server checks them with the same grammar as a local worker's answer, and its Dask
+client accepts no pickle (`engines.dask.engine`). A task never raises: an exception would travel pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgpack
+import orjson
+from cachetools import TTLCache
+from distributed import WorkerPlugin, get_worker
+
+from engines import wire
+from engines.dask import RELAY_MEDIA_TYPE
+from engines.errors import PoolBusy
+from engines.pool import PoolConfig, Worker, WorkerDied, WorkerPool, WorkerTimedOut
+from engines.protocol import Task
+
+log = logging.getLogger("pyqd.dask")
+
+PLUGIN_NAME = "pyqd"
+#: Seconds a cancelled call's id is remembered (tasks of it that arrive later do not start).
+CANCELLED_TTL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class RelayAccess:
+    """How a Dask worker serves one call's `import oml`: the API's relay URL and the call's script token."""
+
+    url: str
+    token: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """What the API server tells every Dask worker about the pyqd processes it hosts (uids are looked up on the
+    Dask worker's own machine)."""
+
+    memory_mb: int = 2048
+    cpu_seconds: int = 0
+    user_setting: str = "auto"
+    sandbox: bool = True
+    scratch_mb: int = 1024
+    max_processes: int = 512
+    warm: int = 1
+    preload: str = ""
+    max_message_bytes: int = 2 * 1024**3
+
+
+class PyqdHost(WorkerPlugin):
+    """pyqd's worker pool inside one Dask worker: as many sandboxed processes as the Dask worker has threads."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, limits: HostLimits) -> None:
+        self.limits = limits
+        self.pool: WorkerPool | None = None
+        self._lock = threading.Lock()
+        #: The pyqd workers running each call's tasks here, so a cancellation can kill them.
+        self._running: dict[str, set[Worker]] = {}
+        self._cancelled: TTLCache[str, bool] = TTLCache(100_000, CANCELLED_TTL_S)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The plugin travels to each Dask worker as its limits only; the rest is made there."""
+        return {"limits": self.limits}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limits"])  # type: ignore[misc]
+
+    # -- plugin lifecycle (called by Dask) --------------------------------------------------------------------
+    def setup(self, worker: Any = None) -> None:
+        from engines.identity import worker_limits
+
+        size = max(1, int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1))
+        lim = self.limits
+        config = PoolConfig(
+            size=size,
+            warm=min(lim.warm, size),
+            limits=worker_limits(
+                memory_mb=lim.memory_mb,
+                cpu_seconds=lim.cpu_seconds,
+                user_setting=lim.user_setting,
+                sandbox=lim.sandbox,
+                scratch_mb=lim.scratch_mb,
+                max_processes=lim.max_processes or None,
+            ),
+            preload=lim.preload,
+            # The API server shares the cluster out between users; here a call may use every process.
+            per_user=size,
+            scratch_bytes=lim.scratch_mb * 1024 * 1024,
+            max_message_bytes=lim.max_message_bytes,
+        )
+        self.pool = WorkerPool(config)
+        self.pool.start()
+
+    def teardown(self, worker: Any = None) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    # -- tasks ------------------------------------------------------------------------------------------------
+    def run(
+        self, key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None
+    ) -> tuple[bytes, list[bytes]]:
+        """The task's `results` message from a pyqd worker for `key`, or a `status` message."""
+        if self.pool is None:
+            return _status("unavailable", "this Dask worker has no pyqd pool")
+        if task.call_id in self._cancelled:
+            return _status("cancelled", "the call was cancelled")
+        deadline = time.monotonic() + timeout_s
+        try:
+            (worker,) = self.pool.acquire(key, 1, timeout_s)
+        except PoolBusy:
+            return _status("timeout", "no pyqd worker became free before the call's time limit")
+        with self._lock:
+            self._running.setdefault(task.call_id, set()).add(worker)
+            cancelled = task.call_id in self._cancelled
+        if cancelled:
+            worker.kill("the call was cancelled")
+        handler = Relay(relay, deadline) if relay is not None else None
+        try:
+            results = worker.run(task, data, max(0.0, deadline - time.monotonic()), handler)
+            header, blobs = wire.results_message(results)
+            return msgpack.packb(header, use_bin_type=True), [bytes(b) for b in blobs]
+        except WorkerTimedOut:
+            worker.kill("the call's time limit passed")
+            return _status("timeout", "the call's time limit passed")
+        except WorkerDied as e:
+            if task.call_id in self._cancelled:
+                return _status("cancelled", "the call was cancelled")
+            return _status("died", str(e))
+        finally:
+            if handler is not None:
+                handler.close()
+            with self._lock:
+                running = self._running.get(task.call_id)
+                if running is not None:
+                    running.discard(worker)
+                    if not running:
+                        del self._running[task.call_id]
+            self.pool.release(worker, healthy=not worker.killed)
+
+    def cancel(self, call_id: str) -> int:
+        """Stop the call's tasks here: kill the pyqd workers running them; later ones do not start."""
+        with self._lock:
+            self._cancelled[call_id] = True
+            workers = list(self._running.get(call_id, ()))
+        for w in workers:
+            w.kill("the call was cancelled")
+        return len(workers)
+
+
+def _status(status: str, message: str) -> tuple[bytes, list[bytes]]:
+    return msgpack.packb({"t": "status", "status": status, "message": message}, use_bin_type=True), []
+
+
+# -- the functions Dask runs ----------------------------------------------------------------------------------
+def run_task(
+    key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None
+) -> tuple[bytes, list[bytes]]:
+    """A Dask task: one pyqd Task on this Dask worker's pool. Never raises (an exception would go back pickled)."""
+    try:
+        host = _host()
+        if host is None:
+            return _status("unavailable", "this Dask worker does not host pyqd (the plugin is not set up)")
+        return host.run(key, task, data, timeout_s, relay)
+    except Exception as e:  # noqa: BLE001 - reported as a status, never raised through Dask
+        log.exception("pyqd task of call %s failed on this Dask worker", getattr(task, "call_id", "?"))
+        return _status("died", f"the Dask worker failed to run the task ({type(e).__name__})")
+
+
+def cancel_call(call_id: str) -> int:
+    """Run on every Dask worker by `Client.run` when a call is cancelled or runs out of time."""
+    host = _host()
+    return host.cancel(call_id) if host is not None else 0
+
+
+def host_stats() -> dict[str, int]:
+    """The hosted pool's counts (for readiness and tests)."""
+    host = _host()
+    return host.pool.stats() if host is not None and host.pool is not None else {}
+
+
+def _host() -> PyqdHost | None:
+    plugin = get_worker().plugins.get(PLUGIN_NAME)
+    return plugin if isinstance(plugin, PyqdHost) else None
+
+
+# -- a script's `import oml` from a Dask worker ---------------------------------------------------------------
+class Relay:
+    """Serves a pyqd worker's `import oml` requests by relaying them to the API servers (`server.routes.relay`),
+    which check them exactly as the bridge of a local call does. The call's script token is added here; the
+    sandboxed process never holds it."""
+
+    def __init__(self, access: RelayAccess, deadline: float) -> None:
+        self.access, self.deadline = access, deadline
+        self._client: httpx.Client | None = None
+
+    def __call__(self, message: tuple) -> tuple:
+        _, method, path, headers, body = message
+        payload = msgpack.packb([method, path, [list(h) for h in headers], body, self.access.read_only])
+        remaining = max(1.0, self.deadline - time.monotonic())
+        try:
+            if self._client is None:
+                self._client = httpx.Client(timeout=remaining, follow_redirects=False)
+            r = self._client.post(
+                self.access.url,
+                content=payload,
+                headers={"authorization": f"Bearer {self.access.token}", "content-type": RELAY_MEDIA_TYPE},
+                timeout=remaining,
+            )
+        except httpx.HTTPError as e:
+            return _error(502, 1502, f"the API server could not be reached from the Dask worker ({type(e).__name__})")
+        if r.status_code != 200 or r.headers.get("content-type") != RELAY_MEDIA_TYPE:
+            # The relay itself refused (an expired or revoked token, the server busy): the script sees that answer.
+            kept = [(k, v) for k, v in r.headers.raw if k.lower() in (b"content-type", b"retry-after")]
+            return ("http-response", r.status_code, kept, r.content)
+        try:
+            status, out_headers, out_body = msgpack.unpackb(r.content, raw=False, max_ext_len=0)
+            return ("http-response", int(status), [(bytes(k), bytes(v)) for k, v in out_headers], bytes(out_body))
+        except Exception:  # noqa: BLE001 - a malformed answer is the API server's fault; the script gets a 502
+            return _error(502, 1502, "the API server's relayed answer was malformed")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _error(status: int, code: int, message: str) -> tuple:
+    body = orjson.dumps({"errorCode": code, "errorMessage": message})
+    return ("http-response", status, [(b"content-type", b"application/json")], body)

@@ -1,0 +1,46 @@
+"""The relay (pyqd internal): a script running on a Dask worker reaches the API through here. The Dask worker
+sends its pyqd worker's `import oml` request as msgpack, with the call's script token; the request is then
+checked and served by this server's bridge (`server.bridge`) exactly as a local call's would be: the same grammar,
+the same narrow token, the same read-only rule. Only a script token may use it. Hidden from OpenAPI."""
+
+from __future__ import annotations
+
+import msgpack
+from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
+from engines.errors import PoolBusy
+from server.auth.errors import Forbidden
+from server.deps import CurrentUser, ServicesDep
+from server.errors import BadRequest
+
+router = APIRouter()
+
+
+@router.post(RELAY_PATH, include_in_schema=False)
+async def relay(request: Request, caller: CurrentUser, services: ServicesDep) -> Response:
+    if not caller.claims.is_script:
+        raise Forbidden("Only a script's token may use the relay")
+    if request.headers.get("content-type") != RELAY_MEDIA_TYPE:
+        raise BadRequest(f"The relay takes {RELAY_MEDIA_TYPE}")
+    bridge = services.bridge
+    if bridge is None:
+        raise PoolBusy()
+    raw = await request.body()
+    try:
+        method, path, headers, body, read_only = msgpack.unpackb(
+            raw, raw=False, max_ext_len=0, max_array_len=1024, max_map_len=0
+        )
+        message = ("http", method, path, [tuple(h) if isinstance(h, list) else h for h in headers], body)
+        read_only = bool(read_only)
+    except Exception:  # noqa: BLE001 - whatever fails to decode is a bad request
+        raise BadRequest("The relayed request is not [method, path, headers, body, read_only] in msgpack") from None
+    token = request.headers["authorization"].split(" ", 1)[1].strip()
+    _, status, out_headers, out_body = await run_in_threadpool(bridge.handle, message, lambda: token, read_only)
+    packed = msgpack.packb([status, [list(h) for h in out_headers], out_body], use_bin_type=True)
+    return Response(packed, media_type=RELAY_MEDIA_TYPE)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
