@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -122,10 +123,48 @@ def worker_pool() -> Iterator[WorkerPool]:
     pool.close()
 
 
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """A Dask `LocalCluster` for the run: 2 worker processes on loopback, 2 threads (so 2 pyqd processes) each.
+    A task whose worker dies is tried once more elsewhere (`allowed-failures` 1, as docs/scaling.md asks of a
+    real scheduler). Yields the scheduler's address."""
+    import dask
+    from distributed import LocalCluster
+
+    dask.config.set({"distributed.scheduler.allowed-failures": 1})
+    cluster = LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0")
+    yield cluster.scheduler_address
+    cluster.close(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def dask_workers(dask_cluster: str) -> Iterator[Any]:
+    """The Dask engine connected to the run's cluster (each test that uses it points it at its live server)."""
+    from engines.dask.engine import DaskConfig, DaskWorkers
+    from engines.dask.host import HostLimits
+
+    workers = DaskWorkers(DaskConfig(scheduler=dask_cluster, api_url="http://127.0.0.1:9", host=HostLimits(warm=1)))
+    workers.start(wait_s=120)
+    assert workers.problem() is None, workers.problem()
+    yield workers
+    workers.close()
+
+
+#: The engines the execution tests run on (a module opts in with `pytestmark = pytest.mark.usefixtures("engine")`).
+ENGINES = ["local", "dask"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def services(settings: Settings, worker_pool: WorkerPool) -> Iterator[Services]:
+def services(request: pytest.FixtureRequest, settings: Settings, worker_pool: WorkerPool) -> Iterator[Services]:
     svc = open_services(settings)
     svc.pool = worker_pool
+    if "engine" in request.fixturenames and request.getfixturevalue("engine") == "dask":
+        svc.cluster = request.getfixturevalue("dask_workers")
     yield svc
     svc.close()
 
@@ -134,7 +173,7 @@ def services(settings: Settings, worker_pool: WorkerPool) -> Iterator[Services]:
 class Api:
     """A TestClient plus helpers to make users and tokens."""
 
-    client: TestClient
+    client: httpx.Client
     services: Services
 
     def token(self, user: str, password: str) -> str:
@@ -195,7 +234,15 @@ class Api:
 
 
 @pytest.fixture
-def api(services: Services) -> Iterator[Api]:
+def api(request: pytest.FixtureRequest, services: Services) -> Iterator[Api]:
+    """A client of the app: in-process, or, on the Dask engine, over real HTTP (Dask workers relay scripts'
+    `import oml` to the server's URL)."""
+    if services.cluster is not None:
+        url = request.getfixturevalue("live_server")
+        services.cluster.api_url = url
+        with httpx.Client(base_url=url, follow_redirects=True, timeout=300) as client:
+            yield Api(client, services)
+        return
     with TestClient(create_app(services=services)) as client:
         yield Api(client, services)
 

@@ -29,7 +29,9 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
-from engines.channel import ChannelError, decode_header
+import msgpack
+
+from engines.channel import MAX_BLOBS, ChannelError, decode_header
 from engines.dask import RELAY_PATH
 from engines.dask.host import PLUGIN_NAME, HostLimits, PyqdHost, RelayAccess, cancel_call, run_task
 from engines.errors import Cancelled, ClusterUnavailable, PoolBusy
@@ -63,6 +65,8 @@ class DaskWorkers:
 
     def __init__(self, config: DaskConfig) -> None:
         self.config = config
+        #: Where Dask workers relay scripts' `import oml` requests (set per test run by the test fixtures).
+        self.api_url = config.api_url
         self._client: Any = None
         self._capacity = 0
         self._workers = 0
@@ -255,7 +259,7 @@ class DaskWorkers:
         if access is None:
             return None
         token, read_only = access
-        return RelayAccess(self.config.api_url.rstrip("/") + RELAY_PATH, token, read_only)
+        return RelayAccess(self.api_url.rstrip("/") + RELAY_PATH, token, read_only)
 
 
 class RemoteWorker:
@@ -324,18 +328,21 @@ class RemoteWorker:
 
 def _read(answer: Any, task: Task) -> list[Result]:
     """A task's answer, checked as a local worker's is; WorkerDied / WorkerTimedOut for a status."""
-    if not (isinstance(answer, list | tuple) and len(answer) == 2 and isinstance(answer[0], bytes)):
-        raise WorkerDied("the Dask worker answered something that is not a pyqd message")
-    packed, blobs = answer
-    if not (isinstance(blobs, list | tuple) and all(isinstance(b, bytes) for b in blobs)):
-        raise WorkerDied("the Dask worker answered something that is not a pyqd message")
     try:
+        if not isinstance(answer, bytes):
+            raise ChannelError("not bytes")
+        parts = msgpack.unpackb(answer, raw=False, max_ext_len=0, max_map_len=0, max_str_len=0, max_array_len=MAX_BLOBS)
+        if not (isinstance(parts, list) and len(parts) == 2 and isinstance(parts[0], bytes)):
+            raise ChannelError("not [header, blobs]")
+        packed, blobs = parts
+        if not (isinstance(blobs, list) and all(isinstance(b, bytes) for b in blobs)):
+            raise ChannelError("blobs are not bytes")
         header = decode_header(packed)
         if header["t"] == "results":
-            return read_results(header, list(blobs), task.units)
+            return read_results(header, blobs, task.units)
         if header["t"] != "status":
             raise ChannelError(f"unexpected message {str(header['t'])[:40]!r}")
-    except ChannelError as e:
+    except (ChannelError, ValueError, msgpack.UnpackException) as e:
         raise WorkerDied(f"the Dask worker's answer broke the protocol ({e})") from None
     status, message = header.get("status"), str(header.get("message", ""))[:2000]
     if status == "timeout":

@@ -7,10 +7,11 @@ same walls as on the API server) and runs the Task there. The Dask worker holds 
 signing key. A script's `import oml` reaches the API servers through `Relay`, with the call's short-lived script
 token; the sandboxed process never sees the token.
 
-What goes back to the API server is plain bytes: the msgpack header and the blobs of the pyqd worker's own
-`results` message (`engines.wire.results_message`), or a `status` header when no results came (time limit,
-crash, cancellation). The API server checks them with the same grammar as a local worker's answer, and its Dask
-client accepts no pickle (`engines.dask.engine`). A task never raises: an exception would travel pickled.
+What goes back to the API server is one bytes object: a msgpack array of the header and the blobs of the pyqd
+worker's own `results` message (`engines.wire.results_message`), or of a `status` header when no results came
+(time limit, crash, cancellation). One object, because Dask frames every item of a list on its own. The API
+server checks it with the same grammar as a local worker's answer, and its Dask client accepts no pickle
+(`engines.dask.engine`). A task never raises: an exception would travel pickled.
 """
 
 from __future__ import annotations
@@ -117,9 +118,7 @@ class PyqdHost(WorkerPlugin):
             self.pool = None
 
     # -- tasks ------------------------------------------------------------------------------------------------
-    def run(
-        self, key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None
-    ) -> tuple[bytes, list[bytes]]:
+    def run(self, key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None) -> bytes:
         """The task's `results` message from a pyqd worker for `key`, or a `status` message."""
         if self.pool is None:
             return _status("unavailable", "this Dask worker has no pyqd pool")
@@ -139,7 +138,7 @@ class PyqdHost(WorkerPlugin):
         try:
             results = worker.run(task, data, max(0.0, deadline - time.monotonic()), handler)
             header, blobs = wire.results_message(results)
-            return msgpack.packb(header, use_bin_type=True), [bytes(b) for b in blobs]
+            return _message(header, blobs)
         except WorkerTimedOut:
             worker.kill("the call's time limit passed")
             return _status("timeout", "the call's time limit passed")
@@ -168,14 +167,17 @@ class PyqdHost(WorkerPlugin):
         return len(workers)
 
 
-def _status(status: str, message: str) -> tuple[bytes, list[bytes]]:
-    return msgpack.packb({"t": "status", "status": status, "message": message}, use_bin_type=True), []
+def _message(header: dict[str, Any], blobs: list[Any]) -> bytes:
+    packed: bytes = msgpack.packb([msgpack.packb(header, use_bin_type=True), [bytes(b) for b in blobs]])
+    return packed
+
+
+def _status(status: str, message: str) -> bytes:
+    return _message({"t": "status", "status": status, "message": message}, [])
 
 
 # -- the functions Dask runs ----------------------------------------------------------------------------------
-def run_task(
-    key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None
-) -> tuple[bytes, list[bytes]]:
+def run_task(key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None) -> bytes:
     """A Dask task: one pyqd Task on this Dask worker's pool. Never raises (an exception would go back pickled)."""
     try:
         host = _host()
@@ -187,8 +189,9 @@ def run_task(
         return _status("died", f"the Dask worker failed to run the task ({type(e).__name__})")
 
 
-def cancel_call(call_id: str) -> int:
-    """Run on every Dask worker by `Client.run` when a call is cancelled or runs out of time."""
+async def cancel_call(call_id: str) -> int:
+    """Run on every Dask worker by `Client.run` when a call is cancelled or runs out of time (a coroutine, so the
+    client need not wait for it; killing a process takes no time)."""
     host = _host()
     return host.cancel(call_id) if host is not None else 0
 

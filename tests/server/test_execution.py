@@ -13,6 +13,8 @@ from tests.conftest import change_settings, wait_for
 from tests.data import iris_frame
 from tests.server.support import SQLITE_ONLY
 
+pytestmark = pytest.mark.usefixtures("engine")
+
 RETURN_DF = """def return_df(num, scale):
     import pandas as pd
     id = list(range(0, int(num)))

@@ -7,6 +7,9 @@ import json
 
 import cloudpickle
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.usefixtures("engine")
 
 
 def save_datastore(api, headers, name, objs, grantable=False):

@@ -61,13 +61,16 @@ def wait_done(api, headers, location):
     return wait_for(status, timeout=60)
 
 
+@pytest.mark.usefixtures("engine")
 @pytest.mark.parametrize("verb", list(BODIES))
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_async_lifecycle_of_every_verb_matches_the_sync_answer(api, user, verb, version):
     name = "slow" if verb == "do-eval" else "f"
     api.script(user, name, SCRIPTS[verb])
     location = submit(api, user, verb, name, BODIES[verb], version)
-    assert location.startswith(f"http://testserver/oml/tenants/PYQD/databases/PYQD/api/py-scripts/{version}/jobs/")
+    assert location.startswith(
+        f"{str(api.client.base_url).rstrip('/')}/oml/tenants/PYQD/databases/PYQD/api/py-scripts/{version}/jobs/"
+    )
     uuid.UUID(location.rsplit("/", 1)[1])
     done = wait_done(api, user, location)
     assert "location" not in done.headers
@@ -77,6 +80,7 @@ def test_async_lifecycle_of_every_verb_matches_the_sync_answer(api, user, verb, 
     assert result.status_code == 200 and result.json() == sync.json()
 
 
+@pytest.mark.usefixtures("engine")
 def test_status_while_running_and_result_not_ready(api, user):
     api.script(user, "slow", SLOW)
     location = submit(api, user, "do-eval", "slow", {"parameters": '{"t": 60}'})
@@ -91,6 +95,7 @@ def test_status_while_running_and_result_not_ready(api, user):
     api.client.delete(location, headers=user)
 
 
+@pytest.mark.usefixtures("engine")
 def test_a_failed_job_answers_with_the_sync_error(api, user):
     api.script(user, "bad", "def bad():\n    raise RuntimeError('boom')\n")
     location = submit(api, user, "do-eval", "bad", {})
@@ -101,6 +106,7 @@ def test_a_failed_job_answers_with_the_sync_error(api, user):
     assert [j["status"] for j in listed] == ["ERROR"]
 
 
+@pytest.mark.usefixtures("engine")
 def test_bad_requests_are_refused_before_a_job_exists(api, user):
     r = api.client.post("/oml/api/py-scripts/v1/row-apply/nope", headers=user, json={"asyncFlag": True})
     assert r.status_code == 404
@@ -114,6 +120,7 @@ def test_bad_requests_are_refused_before_a_job_exists(api, user):
     assert api.client.get("/oml/api/py-scripts/v2/jobs", headers=user).json() == {"result": []}
 
 
+@pytest.mark.usefixtures("engine")
 def test_jobs_are_private_to_their_owner(api, user):
     bob = api.user("BOB")
     api.script(user, "slow", SLOW)
@@ -126,6 +133,7 @@ def test_jobs_are_private_to_their_owner(api, user):
         assert api.client.get(f"/oml/api/py-scripts/v1/jobs/{bad}", headers=user).status_code == 404
 
 
+@pytest.mark.usefixtures("engine")
 def test_v2_lists_the_callers_jobs_and_delete_removes_a_finished_one(api, user):
     api.script(user, "slow", SLOW)
     location = submit(api, user, "do-eval", "slow", {}, "v2")
@@ -136,6 +144,7 @@ def test_v2_lists_the_callers_jobs_and_delete_removes_a_finished_one(api, user):
     assert api.client.get(location, headers=user).status_code == 404
 
 
+@pytest.mark.usefixtures("engine")
 def test_a_job_past_its_timeout_is_timed_out_and_frees_its_workers(api, user):
     api.script(user, "slow", SLOW)
     location = submit(api, user, "do-eval", "slow", {"parameters": '{"t": 60}', "timeout": 1})
@@ -189,6 +198,7 @@ def test_finished_jobs_are_purged_after_the_retention_time(small_api):
     wait_for(lambda: api.client.get(location, headers=user).status_code == 404)
 
 
+@pytest.mark.usefixtures("engine")
 def test_job_progress_counts_units(api, user):
     api.table(user, "NUMS", pd.DataFrame({"N": range(10)}))
     api.script(user, "f", "def f(d):\n    return len(d)\n")
