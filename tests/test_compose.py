@@ -53,7 +53,7 @@ def strings(node: object, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    """`text` with its variables replaced as Compose does (`:-`/`-` defaults, `:?`/`?` required)."""
+    """`text` with its variables replaced as Compose does (`:-` defaults, `:?` required, `:+` alternatives)."""
 
     def one(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
@@ -70,6 +70,8 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             raise ValueError(f"required variable {name} is missing a value: {alt}")
         if op in (":-", "-") and unset:
             return alt
+        if op in (":+", "+"):
+            return "" if unset else alt
         return value or ""
 
     return DOLLAR.sub(one, text)
