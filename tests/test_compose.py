@@ -237,6 +237,9 @@ def wiring_problems(compose: dict[str, Any], caddyfile: str, *_: object) -> list
         command = services[name]["command"]
         if command[1] == "worker" and (not schedulers or f"tcp://{schedulers[0]}:8786" not in command):
             out.append(f"{name} does not join the scheduler")
+    for name in schedulers:  # the Dask engine retries a task of a dead worker once, no more
+        if environment(services[name]).get("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES") != "1":
+            out.append(f"{name} does not set distributed.scheduler.allowed-failures to 1")
     return out
 
 
@@ -363,6 +366,12 @@ BROKEN = [
     ),
     ("a local engine", _delete("services/api-2/environment/PYQD_ENGINE"), wiring_problems, "api-2 does not run on"),
     ("no healthcheck", _delete("services/dask-scheduler/healthcheck"), health_problems, "dask-scheduler has no"),
+    (
+        "Dask's own retries",
+        _delete("services/dask-scheduler/environment/DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"),
+        wiring_problems,
+        "allowed-failures",
+    ),
     ("an undocumented service", _set("services/redis", {"image": "redis:7"}), doc_problems, "does not describe redis"),
 ]
 

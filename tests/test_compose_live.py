@@ -7,6 +7,7 @@ proxy. Only the container engine is missing; the proxy's tests need the caddy bi
 from __future__ import annotations
 
 import io
+import os
 import re
 import secrets
 import shutil
@@ -15,12 +16,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
+from distributed import Client
 
 from server.db import MIGRATION_LOCK_KEY, MIGRATIONS_DIR
 from tables.pg_store import default_role_prefix
@@ -250,8 +253,10 @@ def dask_cluster(tmp_path: Path) -> Iterator[dict[str, int]]:
     procs: list[subprocess.Popen] = []
     try:
         for svc in (services["dask-scheduler"], services["dask-worker"]):
+            env = {**os.environ, **environment(svc)}
             with (tmp_path / f"dask-{svc['command'][1]}.log").open("w") as log:
-                procs.append(subprocess.Popen(_local_argv(svc["command"], ports), stdout=log, stderr=log, cwd=tmp_path))
+                argv = _local_argv(svc["command"], ports)
+                procs.append(subprocess.Popen(argv, stdout=log, stderr=log, cwd=tmp_path, env=env))
 
             def healthy(svc: dict = svc) -> bool:
                 for p in procs:
@@ -268,6 +273,10 @@ def dask_cluster(tmp_path: Path) -> Iterator[dict[str, int]]:
             _end(p)
 
 
+def _allowed_failures(dask_scheduler: Any) -> int:
+    return dask_scheduler.allowed_failures
+
+
 def test_the_dask_commands_start_a_scheduler_and_a_worker_that_pass_their_health_checks(tmp_path):
     worker = load_compose()["services"]["dask-worker"]
     with dask_cluster(tmp_path) as ports:
@@ -276,6 +285,8 @@ def test_the_dask_commands_start_a_scheduler_and_a_worker_that_pass_their_health
         threads = int(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", nthreads))
         counts = wait_for(lambda: (c := httpx.get(counts_url, timeout=5).json())["workers"] == 1 and c)
         assert counts["cores"] == threads  # type: ignore[index]
+        with Client(f"tcp://127.0.0.1:{ports['8786']}", timeout=30, set_as_default=False) as client:
+            assert client.run_on_scheduler(_allowed_failures) == 1  # the file's environment reached the scheduler
 
 
 TRAIN = """def train():
