@@ -215,8 +215,8 @@ def wiring_problems(compose: dict[str, Any], caddyfile: str, *_: object) -> list
     expected = sorted(f"{edge_alias(services[a])}:{environment(services[a]).get('PYQD_PORT', '8000')}" for a in apis)
     if sorted(caddy_upstreams(caddyfile)) != expected:
         out.append(f"the Caddyfile's upstreams {caddy_upstreams(caddyfile)} are not the API servers {expected}")
-    for directive in ("lb_policy round_robin", "health_uri /ready"):
-        if not re.search(rf"^\s*{directive}\s*$", caddyfile, re.M):
+    for directive in ("lb_policy round_robin", "health_uri /ready?cluster=false"):
+        if not re.search(rf"^\s*{re.escape(directive)}\s*$", caddyfile, re.M):
             out.append(f"the Caddyfile lacks `{directive}`")
     edge = [n for n, s in services.items() if "edge" in network_names(s)]
     if sorted(edge) != sorted([*apis, "proxy"]):

@@ -3,9 +3,9 @@ for administrators: scrape with an API client's credentials through `/oauth/toke
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
@@ -40,7 +40,16 @@ READINESS = {
         503: {"description": "Not ready (what fails is named)", "content": {"application/json": {"schema": READINESS}}},
     },
 )
-def ready(services: ServicesDep) -> JSONResponse:
+def ready(
+    services: ServicesDep,
+    cluster: Annotated[
+        bool,
+        Query(
+            description="With PYQD_ENGINE=dask, whether an unreachable cluster makes the server not ready (a load "
+            "balancer asks with false: the cluster is shared, and logins and scripts still work without it)"
+        ),
+    ] = True,
+) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         with services.sessions() as session:
@@ -58,7 +67,7 @@ def ready(services: ServicesDep) -> JSONResponse:
     if services.cluster is not None:
         problem = services.cluster.problem()
         checks["cluster"] = {"status": problem or "ok", **services.cluster.stats()}
-        usable = usable and problem is None
+        usable = usable and (problem is None or not cluster)
     ok = checks["database"] == "ok" and usable
     return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 
