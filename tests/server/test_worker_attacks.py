@@ -15,6 +15,7 @@ def assert_next_call_works(api, headers) -> None:
     assert api.run(headers, "do-eval", "ok").json() == {"result": "fine"}
 
 
+@pytest.mark.usefixtures("engine")
 def test_a_pickle_forged_on_the_channel_never_runs_in_the_server(api, tmp_path):
     mallory = api.user("MALLORY")
     marker = tmp_path / "pwned"
@@ -27,6 +28,7 @@ def test_a_pickle_forged_on_the_channel_never_runs_in_the_server(api, tmp_path):
     assert_next_call_works(api, mallory)
 
 
+@pytest.mark.usefixtures("engine")
 def test_import_oml_works_while_the_worker_holds_no_token(api):
     alice = api.user("ALICE")
     source = """def look():
@@ -41,6 +43,7 @@ def test_import_oml_works_while_the_worker_holds_no_token(api):
     assert r.json()["result"]["jwts"] == 0
 
 
+@pytest.mark.usefixtures("engine")
 def test_a_huge_error_message_comes_back_clipped(api):
     mallory = api.user("MALLORY")
     api.script(mallory, "loud", "def loud():\n    raise ValueError('x' * 50_000_000)\n")
