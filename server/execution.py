@@ -121,9 +121,7 @@ def open_execution(services: Services, observe: Observer | None = None) -> Execu
         generation=lambda: datastore_generation(services),
         observe=observe,
     )
-    store = JobStore(
-        services.sessions, lambda: write_session(services.sessions), s.data_dir / "jobs", s.job_spill_bytes
-    )
+    store = JobStore(services.sessions, lambda: write_session(services.sessions), s.job_spill_bytes)
     config = SchedulerConfig(
         server_id=server_id(services),
         concurrency=s.job_concurrency,
