@@ -182,20 +182,19 @@ class Listener:
         return self._listening.wait(wait_s)
 
     def stop(self) -> None:
-        """Stop and close the connection (at once: the thread's wait is woken)."""
+        """Stop and close the connection (at once: the thread's wait is woken). Once only: a second call does
+        nothing (the pipe's descriptors, closed, may belong to another file by then)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # closed by an earlier stop
-            pass
+        os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout=10)
-            self._thread = None
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if self._thread.is_alive():  # stuck in a connect or a check: it ends by itself; keep its pipe open
+                log.warning("the cache invalidation listener did not stop within 10 s")
+                return
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def _run(self) -> None:
         delay = self.backoff_s[0]
