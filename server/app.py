@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         svc.scorer = open_scorer(svc)
         assert svc.execution.scheduler is not None
         svc.execution.scheduler.start()
+        svc.start_listening()  # other servers' cache invalidations (PostgreSQL)
         app.state.services = svc
         # A server process (one that opened its own stores) freezes what start-up made: the collector no longer
         # rescans it for every request's garbage (a 1,000-row score answer's check made ~10,000 objects; frozen, the
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         try:
             yield
         finally:
+            svc.stop_listening()
             if own:
                 gc.unfreeze()
             assert svc.execution.scheduler is not None

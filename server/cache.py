@@ -1,8 +1,12 @@
-"""The lookup caches on the request path (token sessions, scripts, the datastore generation), on cachetools.
+"""The lookup caches on the request path (token sessions, scripts, the datastore generation, deployments), on
+cachetools.
 
 Entries live `ttl_s` seconds (PYQD_LOOKUP_CACHE_S; 0 turns caching off). The code that changes what an entry
 says forgets it right after its commit (the `Services.forget_*` methods), so this server's next request already
-sees the change; another server on the same store sees it within `ttl_s` (docs/compatibility.md)."""
+sees the change. On PostgreSQL the same forget is published with NOTIFY and applied by every other server's
+listener (server.notify), so the other servers see it within milliseconds; `ttl_s` bounds what one of them can
+miss (a server that died between its commit and its NOTIFY; a listener that is reconnecting forgets everything
+once it is back). On SQLite there is one host, and nothing to tell."""
 
 from __future__ import annotations
 

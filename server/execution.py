@@ -5,6 +5,7 @@ bridge, with a token minted when the script first asks) and the datastore genera
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 from typing import Any
 
@@ -121,9 +122,7 @@ def open_execution(services: Services, observe: Observer | None = None) -> Execu
         generation=lambda: datastore_generation(services),
         observe=observe,
     )
-    store = JobStore(
-        services.sessions, lambda: write_session(services.sessions), s.data_dir / "jobs", s.job_spill_bytes
-    )
+    store = JobStore(services.sessions, lambda: write_session(services.sessions), s.job_spill_bytes)
     config = SchedulerConfig(
         server_id=server_id(services),
         concurrency=s.job_concurrency,
@@ -156,10 +155,14 @@ def job_limits_of(s: Settings) -> JobLimits:
 
 
 def server_id(services: Services) -> str:
+    """This server among those of one database: the data directory's id, the machine, the address. The machine's
+    name keeps two servers apart that share a data directory (a volume) and listen on the same address in their
+    own containers: with one id, each would take the other's running jobs for its own orphans."""
     path = services.settings.data_dir / SERVER_ID_FILE
     if not path.exists():
         path.write_text(secrets.token_hex(8) + "\n")
-    return f"{path.read_text().strip()}@{services.settings.host}:{services.settings.port}"
+    host = socket.gethostname()[:48]
+    return f"{path.read_text().strip()}@{host}/{services.settings.host}:{services.settings.port}"
 
 
 def oml_handler(services: Services, call: Call, call_id: str, expires_at: float) -> RequestHandler | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from engines.identity import worker_limits
 from engines.pool import PoolConfig, WorkerPool
+from server import notify
 from server.auth import service as auth_service
 from server.auth.keys import load_signing_key
 from server.auth.throttle import LoginThrottle, ThrottleConfig
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 from tables.pg_store import PostgresStore
 from tables.sqlite_store import SqliteStore
 from tables.store import UserDataStore
+
+log = logging.getLogger("pyqd.services")
 
 #: The key under which `script_cache` keeps the datastore generation.
 DATASTORE_GENERATION = "datastore-generation"
@@ -62,37 +66,77 @@ class Services:
     #: Identifies these services (this process's view of its stores) to workers.
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
 
+    #: Applies the forgets other servers of this PostgreSQL publish (`start_listening`; None on SQLite).
+    listener: notify.Listener | None = None
+
     # Each change forgets what it invalidates right after its commit, before its answer goes out, so the next
-    # request through this server already sees it.
+    # request through this server already sees it; on PostgreSQL it also tells the other servers (server.notify).
 
     def forget_sessions(self, *, user: str | None = None, sid: str | None = None, client_id: str | None = None) -> None:
         """Drop the checked sessions of a user (password change, removal), of one session (revoked) or of an API
         client (removed)."""
-        self.auth_cache.forget(
-            lambda k: (
-                (user is not None and k.user == user)
-                or (sid is not None and k.sid == sid)
-                or (client_id is not None and k.client_id == client_id)
-            )
-        )
+        self._forget(notify.Forget(notify.Kind.SESSIONS, user=user, sid=sid, client_id=client_id))
 
     def forget_script(self, name: str) -> None:
         """Drop every lookup of scripts called `name` (created, replaced, dropped, granted or revoked)."""
-        self.script_cache.forget(lambda k: isinstance(k, tuple) and len(k) == 3 and k[1] == name)
+        self._forget(notify.Forget(notify.Kind.SCRIPT, name=name))
 
     def forget_scripts(self) -> None:
         """Drop every script lookup and the datastore generation (a user removed with all they owned)."""
-        self.script_cache.forget()
+        self._forget(notify.Forget(notify.Kind.SCRIPTS))
 
     def forget_datastore_generation(self) -> None:
         """Drop the datastore generation (any datastore, object or grant changed)."""
-        self.script_cache.forget(lambda k: k == DATASTORE_GENERATION)
+        self._forget(notify.Forget(notify.Kind.DATASTORE_GENERATION))
 
     def forget_deployments(self) -> None:
         """Drop every deployment lookup (an endpoint or a model was created, changed or deleted)."""
-        self.deployment_cache.forget()
+        self._forget(notify.Forget(notify.Kind.DEPLOYMENTS))
+
+    def _forget(self, forget: notify.Forget) -> None:
+        self.apply_forget(forget)
+        notify.publish(self.engine, forget, self.instance)
+
+    def apply_forget(self, forget: notify.Forget) -> None:
+        """Forget in this server's caches only (a change made here, or another server's notice)."""
+        kind = forget.kind
+        if kind == notify.Kind.SESSIONS:
+            user, sid, client_id = forget.user, forget.sid, forget.client_id
+            self.auth_cache.forget(
+                lambda k: (
+                    (user is not None and k.user == user)
+                    or (sid is not None and k.sid == sid)
+                    or (client_id is not None and k.client_id == client_id)
+                )
+            )
+        elif kind == notify.Kind.SCRIPT:
+            name = forget.name
+            self.script_cache.forget(lambda k: isinstance(k, tuple) and len(k) == 3 and k[1] == name)
+        elif kind == notify.Kind.SCRIPTS:
+            self.script_cache.forget()
+        elif kind == notify.Kind.DATASTORE_GENERATION:
+            self.script_cache.forget(lambda k: k == DATASTORE_GENERATION)
+        elif kind == notify.Kind.DEPLOYMENTS:
+            self.deployment_cache.forget()
+        else:  # EVERYTHING, and any kind this code does not know
+            self.auth_cache.forget()
+            self.script_cache.forget()
+            self.deployment_cache.forget()
+
+    def start_listening(self) -> None:
+        """On PostgreSQL, apply the other servers' forgets from now on (the app's lifespan starts this)."""
+        if self.engine.dialect.name == "postgresql" and self.listener is None:
+            self.listener = notify.Listener(notify.connector(self.engine), self.apply_forget, self.instance)
+            if not self.listener.start():
+                log.warning("the cache invalidation listener is not listening yet; it keeps trying")
+
+    def stop_listening(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
 
     def close(self) -> None:
+        self.stop_listening()
         pool = getattr(self.user_data, "adbc_pool", None)
         if pool is not None:
             pool.close()

@@ -46,10 +46,21 @@ class Job(EnginesBase):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     units_done: Mapped[int] = mapped_column(Integer, default=0)
     units_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    #: The result body (in the row, or spilled to a file for large results), once FINISHED.
+    #: The result body once FINISHED: in the row, or (a large one, `body` None) in `JobChunk`s.
     body: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
-    body_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
     body_size: Mapped[int] = mapped_column(BigInteger, default=0)
     #: The error, once FAILED or TIMED_OUT: the class name of an `engines.errors.ExecutionError`, and its message.
     error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class JobChunk(EnginesBase):
+    """One piece of a large result body, in the metadata database so that any server can answer it: a job's
+    pieces, in `seq` order, make the body. Stored in the transaction that marks the job FINISHED, deleted with
+    the job by the store (no foreign key: see migration 0006)."""
+
+    __tablename__ = "pyqd_job_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

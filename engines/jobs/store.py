@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import enum
-import os
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from engines.assemble import Body
-from engines.errors import ExecutionError, JobAbandoned, TimeLimitExceeded
-from engines.jobs.models import Job
+from engines.errors import ExecutionError, JobAbandoned, JobNotFound, TimeLimitExceeded
+from engines.jobs.models import Job, JobChunk
 
 WriteSession = Callable[[], AbstractContextManager[Session]]
+
+#: Bytes per stored piece of a large result (one row of `pyqd_job_chunks`; one query when it is read back).
+CHUNK_BYTES = 1 << 20
 
 
 class JobStatus(enum.StrEnum):
@@ -109,14 +110,57 @@ def _record(j: Job) -> JobRecord:
     )
 
 
+@dataclass(frozen=True)
+class StoredBody:
+    """A large result body in the metadata database, read a piece at a time in order, each piece in a short
+    transaction of its own: neither the body nor a database connection is held while a slow client reads."""
+
+    job_id: str
+    size: int
+    sessions: sessionmaker[Session]
+
+    def __iter__(self) -> Iterator[bytes]:
+        read, seq = 0, 0
+        while read < self.size:
+            with self.sessions() as session:
+                piece = session.scalar(select(JobChunk.data).where(JobChunk.job_id == self.job_id, JobChunk.seq == seq))
+            if piece is None:  # the job was deleted (or purged) while its result was being read
+                raise JobNotFound(self.job_id)
+            yield bytes(piece)
+            read, seq = read + len(piece), seq + 1
+
+
+def _pieces(body: Body, size: int) -> Iterator[bytes]:
+    """The body's bytes in pieces of `size` (the last one shorter), from memory or from its file."""
+    if body.data is not None:
+        for start in range(0, len(body.data), size):
+            yield body.data[start : start + size]
+        return
+    assert body.path is not None
+    with open(body.path, "rb") as f:
+        while piece := f.read(size):
+            yield piece
+
+
+class _Lost(Exception):
+    """The job was deleted, or taken over by another server, before its outcome was stored."""
+
+
 class JobStore:
-    """Every job operation is one short transaction; large answers spill to files under `spill_dir`."""
+    """Every job operation is one short transaction, save storing a large result: its pieces go in with the
+    change to FINISHED, in one transaction. Results over `spill_bytes` are stored in pieces of `chunk_bytes`
+    (`pyqd_job_chunks`), smaller ones in the job's row; either way in the metadata database, so that any server
+    answers them."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], write_session: WriteSession, spill_dir: Path, spill_bytes: int
+        self,
+        sessions: sessionmaker[Session],
+        write_session: WriteSession,
+        spill_bytes: int,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.sessions, self.write_session = sessions, write_session
-        self.spill_dir, self.spill_bytes = spill_dir, spill_bytes
+        self.spill_bytes, self.chunk_bytes = spill_bytes, chunk_bytes
 
     # -- submit / read -------------------------------------------------------------------------------------
     def submit(self, job: Job) -> JobRecord:
@@ -151,13 +195,15 @@ class JobStore:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
             return {status: int(n) for status, n in rows}
 
-    def result(self, job_id: str) -> bytes | Path | None:
-        """The result body of a FINISHED job (a large one is the path of its file); None otherwise."""
+    def result(self, job_id: str) -> bytes | StoredBody | None:
+        """The result body of a FINISHED job (a large one as a `StoredBody` to stream); None otherwise."""
         with self.sessions() as session:
-            j = session.get(Job, job_id)
-            if j is None or j.status != JobStatus.FINISHED:
+            row = session.execute(select(Job.status, Job.body, Job.body_size).where(Job.id == job_id)).first()
+            if row is None or row.status != JobStatus.FINISHED:
                 return None
-            return Path(j.body_path) if j.body_path else (j.body or b"")
+            if row.body is None and row.body_size > 0:
+                return StoredBody(job_id, row.body_size, self.sessions)
+            return row.body or b""
 
     # -- running -------------------------------------------------------------------------------------------
     def claim_next(self, server_id: str) -> JobRecord | None:
@@ -202,32 +248,37 @@ class JobStore:
         outcome: Body | ExecutionError,
         progress: tuple[int, int | None] | None = None,
     ) -> bool:
-        """Store the outcome: a result body (a large one as a file) or an error. False if the job was deleted
-        meanwhile."""
+        """Store the outcome: a result body (a large one in pieces) or an error. False if the job was deleted or
+        taken over by another server meanwhile."""
         if isinstance(outcome, ExecutionError):
             return self._fail(job_id, server_id, outcome, progress)
         body = outcome
-        path = None
-        if body.path is not None or body.size > self.spill_bytes:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            path = self.spill_dir / f"{job_id}.body"
-            if body.path is not None:
-                shutil.move(body.path, path)
-            else:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(body.read())
-                os.replace(tmp, path)
-        with self.write_session() as session:
-            j = session.get(Job, job_id)
-            if j is None or j.claimed_by != server_id:
-                if path is not None:
-                    path.unlink(missing_ok=True)
-                return False
-            j.status, j.finished_at = JobStatus.FINISHED, utcnow()
-            j.body, j.body_path, j.body_size = (None if path else body.data), (str(path) if path else None), body.size
+        try:
+            small = body.size <= self.spill_bytes
+            values: dict[str, object] = {
+                "status": JobStatus.FINISHED,
+                "finished_at": utcnow(),
+                "body": body.read() if small else None,
+                "body_size": body.size,
+            }
             if progress is not None:
-                j.units_done, j.units_total = progress
+                values["units_done"], values["units_total"] = progress
+            with self.write_session() as session:
+                if not small:
+                    for seq, piece in enumerate(_pieces(body, self.chunk_bytes)):
+                        session.execute(insert(JobChunk).values(job_id=job_id, seq=seq, data=piece))
+                # Last, under the claim: a server that lost the job (deleted, or recovered by another server while
+                # this one seemed dead) stores nothing, and its pieces go with the rollback.
+                done = session.execute(
+                    update(Job).where(Job.id == job_id, Job.claimed_by == server_id).values(**values)
+                )
+                if not isinstance(done, CursorResult) or done.rowcount == 0:
+                    raise _Lost(job_id)
             return True
+        except (_Lost, IntegrityError):  # IntegrityError: another server is storing the same job's pieces
+            return False
+        finally:
+            body.discard()
 
     def _fail(
         self, job_id: str, server_id: str, error: ExecutionError, progress: tuple[int, int | None] | None
@@ -261,12 +312,11 @@ class JobStore:
             return _record(j)
 
     def delete(self, job_id: str) -> None:
+        """Delete a job and its result. The row goes first: a result being stored at the same moment waits for it,
+        then finds no job and rolls back, so no piece is left behind."""
         with self.write_session() as session:
-            j = session.get(Job, job_id)
-            if j is not None:
-                if j.body_path:
-                    Path(j.body_path).unlink(missing_ok=True)
-                session.delete(j)
+            session.execute(delete(Job).where(Job.id == job_id))
+            session.execute(delete(JobChunk).where(JobChunk.job_id == job_id))
 
     # -- recovery and retention ----------------------------------------------------------------------------
     def recover(
@@ -290,6 +340,7 @@ class JobStore:
                     continue
                 if j.cancel_requested:
                     session.delete(j)
+                    session.execute(delete(JobChunk).where(JobChunk.job_id == j.id))
                 elif j.attempts >= max_attempts:
                     j.status, j.finished_at, j.error_type = JobStatus.FAILED, now, JobAbandoned.__name__
                     j.error = f"The server restarted while the job ran ({j.attempts} attempt(s)); it was not run again"
@@ -301,10 +352,9 @@ class JobStore:
     def purge(self, older_than: datetime) -> int:
         """Forget finished jobs (and their answers) older than the retention time."""
         with self.write_session() as session:
-            rows = session.execute(select(Job.id, Job.body_path).where(Job.finished_at < older_than)).all()
-            for _, path in rows:
-                if path:
-                    Path(path).unlink(missing_ok=True)
-            if rows:
-                session.execute(delete(Job).where(Job.id.in_([r[0] for r in rows])))
-            return len(rows)
+            ids = list(session.scalars(select(Job.id).where(Job.finished_at < older_than)))
+            for start in range(0, len(ids), 500):  # bounded IN lists
+                batch = ids[start : start + 500]
+                session.execute(delete(Job).where(Job.id.in_(batch)))
+                session.execute(delete(JobChunk).where(JobChunk.job_id.in_(batch)))
+            return len(ids)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engines.errors import JobNotFound, JobNotReady, stored_error
 from engines.jobs import LISTED_STATUS, JobRecord, JobStatus, JobStore
@@ -90,7 +90,7 @@ def job_status(jobId: JobId, request: Request, caller: CurrentUser, services: Se
     "/jobs/{jobId}/result",
     summary="Job result: what the synchronous call would have answered (404 until the job is done)",
 )
-def job_result(jobId: JobId, caller: CurrentUser, services: ServicesDep) -> Response:  # noqa: N803
+def job_result(jobId: JobId, request: Request, caller: CurrentUser, services: ServicesDep) -> Response:  # noqa: N803
     record = _job(services, caller, jobId)
     if record.error_type is not None:
         raise stored_error(record.error_type, record.error or "The job failed")
@@ -100,7 +100,11 @@ def job_result(jobId: JobId, caller: CurrentUser, services: ServicesDep) -> Resp
     media_type = execution.media_type(call_of(record).request)
     if isinstance(body, bytes):
         return Response(body, media_type=media_type)
-    return FileResponse(body, media_type=media_type)
+    # A large result, streamed from the metadata database a piece at a time (any server answers it).
+    headers = {"Content-Length": str(body.size)}
+    if request.method == "HEAD":
+        return Response(media_type=media_type, headers=headers)
+    return StreamingResponse(iter(body), media_type=media_type, headers=headers)
 
 
 @router.delete("/jobs/{jobId}", summary="Stop a job (its workers are killed) and delete it")

@@ -42,9 +42,7 @@ def stores(settings: Settings) -> Iterator[Services]:
 def execution(stores: Services) -> Iterator[ExecutionService]:
     spill = stores.settings.data_dir / "spill"
     engine = ExecutionService(InlinePool(2), stores.sessions, stores.user_data, Limits(spill_dir=str(spill)))
-    store = JobStore(
-        stores.sessions, lambda: write_session(stores.sessions), stores.settings.data_dir / "jobs", 1 << 20
-    )
+    store = JobStore(stores.sessions, lambda: write_session(stores.sessions), 1 << 20)
     engine.open_jobs(store, SchedulerConfig(server_id="test-server", poll_s=0.05), JobLimits())
     yield engine
     assert engine.scheduler is not None

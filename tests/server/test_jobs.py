@@ -8,7 +8,9 @@ import uuid
 
 import pandas as pd
 import pytest
+from sqlalchemy import func, select
 
+from engines.jobs.models import JobChunk
 from tests.conftest import change_settings, own_pool_api, wait_for
 from tests.data import iris_frame
 
@@ -206,3 +208,27 @@ def test_job_progress_counts_units(api, user):
     wait_done(api, user, location)
     (job,) = api.client.get("/oml/api/py-scripts/v2/jobs", headers=user).json()["result"]
     assert job["progress"] == {"done": 10, "total": 10}
+
+
+def test_a_large_result_is_stored_in_the_database_and_streamed_back(api, user):
+    """Over the job store's threshold, a result is stored in pieces in the metadata database (any server can
+    answer it) and answered as a stream of them, with its length; HEAD answers the length alone."""
+    jobs = api.services.execution.jobs
+    jobs.spill_bytes, jobs.chunk_bytes = 2048, 1000
+    big = "def big(n=5000):\n    return ['x' * 10] * n\n"
+    api.script(user, "big", big)
+    location = submit(api, user, "do-eval", "big", {})
+    done = wait_done(api, user, location)
+    expected = api.run(user, "do-eval", "big").content
+    assert len(expected) > 10 * jobs.chunk_bytes
+    r = api.client.get(done.headers["content-location"], headers=user)
+    assert r.status_code == 200 and r.content == expected, r.text[:200]
+    assert r.headers["content-type"] == "application/json" and r.headers["content-length"] == str(len(expected))
+    head = api.client.head(done.headers["content-location"], headers=user)
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(expected))
+    assert not (api.services.settings.data_dir / "jobs").exists()
+    with api.services.sessions() as session:
+        pieces = session.scalar(select(func.count()).where(JobChunk.job_id == location.rsplit("/", 1)[1]))
+    assert pieces == -(-len(expected) // jobs.chunk_bytes)
+    assert api.client.delete(location, headers=user).status_code == 200
+    assert api.client.get(done.headers["content-location"], headers=user).status_code == 404
