@@ -92,6 +92,7 @@ class PartitionedRead:
         self.role = role
         self._store = store
         self._snapshot_conn: psycopg.Connection | None = snapshot_conn
+        self._dropped = False
 
     def __repr__(self) -> str:
         return f"PartitionedRead(role={self.role!r}, partitions={len(self.partitions)})"
@@ -99,12 +100,13 @@ class PartitionedRead:
     def close(self) -> None:
         """End the snapshot's transaction and drop the call's role, ending its sessions (idempotent)."""
         conn, self._snapshot_conn = self._snapshot_conn, None
-        if conn is None:
-            return
         try:
-            conn.close()  # rolls the snapshot's transaction back
+            if conn is not None:
+                conn.close()  # rolls the snapshot's transaction back
         finally:
-            _drop_call_role(self._store, self.role)
+            if not self._dropped:  # a failed drop is tried again by the next close(), or by drop_stale_call_roles
+                _drop_call_role(self._store, self.role)
+                self._dropped = True
 
     def __enter__(self) -> PartitionedRead:
         return self
