@@ -167,6 +167,8 @@ def plan_partitions(
     ranges = _block_ranges(blocks, partitions)
     if len(ranges) < 2:
         return None
+    texts = [_partition_sql(gated, low, high) for low, high in ranges]
+    base = make_url(reader_url) if reader_url else store.engine.url
     password = secrets.token_hex(32)
     role = _create_call_role(store, caller_role, password, len(ranges) + CONNECTION_SLACK, expires_in_s)
     try:
@@ -174,11 +176,8 @@ def plan_partitions(
     except BaseException:
         _drop_call_role(store, role)
         raise
-    conninfo = _conninfo(make_url(reader_url) if reader_url else store.engine.url, role, password)
-    parts = [
-        Partition(i, conninfo, _partition_sql(gated, low, high), snapshot, caller_role)
-        for i, (low, high) in enumerate(ranges)
-    ]
+    conninfo = _conninfo(base, role, password)
+    parts = [Partition(i, conninfo, text, snapshot, caller_role) for i, text in enumerate(texts)]
     return PartitionedRead(store, role, snapshot_conn, parts)
 
 

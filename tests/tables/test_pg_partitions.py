@@ -413,3 +413,14 @@ def test_public_loses_temporary_tables_once_partitions_are_planned(db):
         assert conn.execute("SELECT has_database_privilege('public', %s, 'TEMPORARY')", (dbname,)).fetchone() == (
             False,
         )
+
+
+def test_readers_connect_where_the_reader_url_says_with_the_calls_role_only(db):
+    dbname = make_url(db.url).database
+    reader_url = f"postgresql+psycopg://someone:their-password@localhost:5432/{dbname}?sslmode=disable"
+    with db.plan("ALICE", "select id from big", reader_url=reader_url) as plan:
+        url = make_url(plan.partitions[0].conninfo)
+        assert (url.drivername, url.host, url.port, url.database) == ("postgresql", "localhost", 5432, dbname)
+        assert url.username == plan.role and url.password != "their-password"
+        assert url.query["sslmode"] == "disable" and "connect_timeout" in url.query
+        assert len(pa.concat_tables(read_all(plan))) == ROWS
