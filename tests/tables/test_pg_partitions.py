@@ -133,6 +133,9 @@ def test_columns_and_types_are_those_of_the_single_stream(db):
     expected = db.stream("ALICE", sql)
     with db.plan("ALICE", sql) as plan:
         assert all("PYQD_R" in p.sql for p in plan.partitions)
+        with db.admin() as conn:  # each partition reads its own blocks, not the whole table
+            for p in plan.partitions:
+                assert "Tid Range Scan" in "\n".join(r[0] for r in conn.execute(f"EXPLAIN {p.sql}").fetchall())
         parts = read_all(plan)
     for part in parts:
         assert part.schema.names == expected.schema.names == ["ID", "Y", "u", "B", "T", "N"]
@@ -145,6 +148,9 @@ def test_a_row_changed_after_planning_is_seen_by_no_partition(db):
     sql = "select id, x from big"
     before = db.stream("ALICE", sql)
     with db.plan("ALICE", sql) as plan:
+        assert not any("PYQD_R" in p.sql for p in plan.partitions)  # a plain scan: no size check, as the stream
+        with db.admin() as conn:
+            assert "Tid Range Scan" in conn.execute(f"EXPLAIN {plan.partitions[1].sql}").fetchone()[0]
         with db.admin() as conn:
             conn.execute('INSERT INTO "ALICE"."BIG" ("ID", "X") SELECT g, 0 FROM generate_series(900001, 905000) g')
             conn.execute('DELETE FROM "ALICE"."BIG" WHERE "ID" <= 100')
