@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
-from tables import pg_query, sqlite_query
+from tables import pg_partitions, pg_query, sqlite_query
 from tables.deadline import Deadline
 from tables.errors import QueryRejected
 from tables.gate import GatedQuery, parse_query
+from tables.pg_partitions import PartitionedRead
 from tables.pg_store import PostgresStore
 from tables.service import can_read
 from tables.sqlite_store import SqliteStore
@@ -46,3 +47,27 @@ def stream_query(
     if isinstance(store, PostgresStore):
         return pg_query.stream(store.adbc_pool, gated, store.role_for(caller), batch_rows, deadline)
     raise TypeError(f"no query reader for {type(store).__name__}")
+
+
+def partition_query(
+    store: UserDataStore,
+    gated: GatedQuery,
+    caller: str,
+    *,
+    partitions: int,
+    min_rows: int,
+    expires_in_s: float,
+    reader_url: str | None = None,
+) -> PartitionedRead | None:
+    """A plan to read the query in up to `partitions` parts in parallel on other machines, each read with
+    `tables.pg_partitions.read_partition` (PostgreSQL with per-user roles, a filtered projection of one table of at
+    least `min_rows` rows); or None: read it with `stream_query`. Close the plan when the call ends."""
+    return pg_partitions.plan_partitions(
+        store,
+        gated,
+        caller,
+        partitions=partitions,
+        min_rows=min_rows,
+        expires_in_s=expires_in_s,
+        reader_url=reader_url,
+    )
