@@ -125,8 +125,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = 2
     #: Seconds finished jobs and their results are kept.
     job_retention_s: float = 7 * 24 * 3600.0
-    #: Results larger than this are written to files in the data directory instead of the database.
-    job_spill_bytes: int = 32 * 1024 * 1024
+    #: Results larger than this are stored in pieces of their own (`pyqd_job_chunks`), read back a piece at a time.
+    job_spill_bytes: int = 1024 * 1024
 
     log_level: str = Field(default="info")
 

@@ -189,21 +189,21 @@ def run_task(key: str, task: Task, data: list[bytes], timeout_s: float, relay: R
         return _status("died", f"the Dask worker failed to run the task ({type(e).__name__})")
 
 
-async def cancel_call(call_id: str) -> int:
+async def cancel_call(call_id: str, dask_worker: Any = None) -> int:
     """Run on every Dask worker by `Client.run` when a call is cancelled or runs out of time (a coroutine, so the
-    client need not wait for it; killing a process takes no time)."""
-    host = _host()
+    client need not wait for it; killing a process takes no time). Dask hands `dask_worker` in."""
+    host = _host(dask_worker)
     return host.cancel(call_id) if host is not None else 0
 
 
-def host_stats() -> dict[str, int]:
-    """The hosted pool's counts (for readiness and tests)."""
-    host = _host()
+def host_stats(dask_worker: Any = None) -> dict[str, int]:
+    """The hosted pool's counts (for readiness and tests; run by `Client.run`, which hands `dask_worker` in)."""
+    host = _host(dask_worker)
     return host.pool.stats() if host is not None and host.pool is not None else {}
 
 
-def _host() -> PyqdHost | None:
-    plugin = get_worker().plugins.get(PLUGIN_NAME)
+def _host(worker: Any = None) -> PyqdHost | None:
+    plugin = (worker or get_worker()).plugins.get(PLUGIN_NAME)
     return plugin if isinstance(plugin, PyqdHost) else None
 
 

@@ -36,6 +36,9 @@ def engine() -> str:
     return "dask"
 
 
+pytestmark = pytest.mark.usefixtures("engine")
+
+
 #: Holds until the test saves datastore `release_<tag>`; saves `started_<tag>` first (through the relay).
 HOLD = """def hold(tag='x'):
     import oml, time
@@ -63,12 +66,15 @@ def busy_on_dask(workers: DaskWorkers) -> int:
 
 # -- isolation on a shared Dask worker ------------------------------------------------------------------------
 def test_user_code_runs_sandboxed_in_its_own_process_on_the_dask_worker(api, dask_workers):
+    assert api.services.execution.workers is dask_workers
     alice, bob = api.user("ALICE"), api.user("BOB")
     api.script(alice, "probe", PROBE_SOCKETS)
     out = api.run(alice, "do-eval", "probe").json()["result"]
     for kind in ("tcp", "tcp6", "udp", "unix-postgres", "socketpair", "netlink"):
         assert out[kind] == errno.EPERM, (kind, out)
-    look = "def look():\n    import os\n    return {'pid': os.getpid(), 'uid': os.getuid(), 'env': sorted(os.environ)}\n"
+    look = (
+        "def look():\n    import os\n    return {'pid': os.getpid(), 'uid': os.getuid(), 'env': sorted(os.environ)}\n"
+    )
     dask_pids = set(dask_workers.client().run(os.getpid).values())
     seen: dict[str, set[int]] = {}
     for name, headers in (("ALICE", alice), ("BOB", bob)):
@@ -271,7 +277,12 @@ def test_a_dask_worker_killed_mid_call_has_its_units_run_once_more_elsewhere(sql
             import threading
 
             answer: list[httpx.Response] = []
-            body = {"input": "select * from T", "rows": 1, "parallelFlag": True, "parameters": '{"oml_input_type":"pandas.DataFrame"}'}
+            body = {
+                "input": "select * from T",
+                "rows": 1,
+                "parallelFlag": True,
+                "parameters": '{"oml_input_type":"pandas.DataFrame"}',
+            }
             thread = threading.Thread(target=lambda: answer.append(api.run(alice, "row-apply", "chunk", body)))
             thread.start()
             wait_for(lambda: has_datastore(api, alice, "started"), timeout=120)
@@ -359,9 +370,10 @@ def test_a_job_whose_server_and_dask_workers_die_ends_failed_with_a_reason(setti
             job = r.headers["location"].split("/api/", 1)[1]
             wait_for(lambda: httpx.get(f"{a.url}/oml/api/{job}", headers=auth).json().get("state") == "RUNNING", 120)
         finally:
-            a.kill(signal.SIGKILL)
-        for worker in list(cluster.workers):
-            cluster.scale(0)
+            a.proc.kill()  # SIGKILL: no chance to give its job back
+            a.proc.wait(timeout=60)
+            a.stop()
+        cluster.scale(0)
         wait_for(lambda: not cluster.scheduler.workers, timeout=60)
         b = ServerProcess(env=clean_env(PYQD_DATA_DIR=str(tmp_path / "b"), **common), cwd=tmp_path)
         try:
@@ -369,14 +381,16 @@ def test_a_job_whose_server_and_dask_workers_die_ends_failed_with_a_reason(setti
 
             def ended() -> dict | None:
                 r = httpx.get(f"{b.url}/oml/api/{job}", headers=auth)
-                return None if r.status_code == 202 else {"status": r.status_code, "body": r.json() if r.content else None}
+                return (
+                    None if r.status_code == 202 else {"status": r.status_code, "body": r.json() if r.content else None}
+                )
 
             wait_for(ended, timeout=120)
             r = httpx.get(f"{b.url}/oml/api/{job}/result", headers=auth)
             assert r.status_code in (500, 503), r.text
             assert "Dask" in r.json()["errorMessage"], r.text
         finally:
-            b.kill(signal.SIGKILL)
+            b.stop()
 
 
 _ = session_to_json  # (imported for the script-token helper's readers)
