@@ -120,6 +120,9 @@ class InlinePool:
     """`size` inline workers; a worker serves one key (user) until it is given back, and a killed one is
     replaced by a fresh one."""
 
+    #: Its workers take their input from the server (see `engines.workers.PartitionWorker`).
+    reads_partitions = False
+
     def __init__(self, size: int = 2) -> None:
         self._size = size
         self._idle = [InlineWorker() for _ in range(size)]

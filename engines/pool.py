@@ -265,6 +265,9 @@ class Worker:
 
 
 class WorkerPool:
+    #: Its workers take their input from the server (see `engines.workers.PartitionWorker`).
+    reads_partitions = False
+
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.spawner = Spawner(config.preload)

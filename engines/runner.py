@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pyarrow as pa
@@ -30,11 +30,15 @@ from engines.errors import (
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
 from engines.protocol import Result, Task, Unit
 from engines.spec import Call
-from engines.workers import Worker, Workers
+from engines.workers import PartitionWorker, Worker, Workers
 from tables.errors import TablesError
+from tables.pg_partitions import Partition, PartitionedRead
 
 #: Verbs whose single-worker calls run without producer/consumer threads (they read no rows, or all at once).
 INLINE_KINDS = ("eval", "index", "table")
+#: One worker message: its place in the call's order, the task, and its input (Arrow IPC messages, or a partition
+#: of the input query that the worker reads itself).
+Item = tuple[int, Task, "list[bytes] | Partition"]
 #: Task messages waiting per worker: enough to keep it busy, few enough to bound memory.
 QUEUE_DEPTH_PER_WORKER = 2
 _STOP = object()
@@ -53,6 +57,11 @@ class Limits:
     output_max_bytes: int = 256 * 1024**2
     #: How long a synchronous call waits for a free worker (a job waits as long as its time limit).
     worker_wait_s: float = 30.0
+    #: A row-apply input of at least this many rows is read by the workers themselves, in partitions, when the
+    #: engine's workers can (`Workers.reads_partitions`: the Dask engine on PostgreSQL).
+    partition_min_rows: int = 200_000
+    #: Where those workers connect to read (host, port, database; None: the server's own database).
+    reader_url: str | None = None
     #: Results over `spill_bytes` go to a temporary file in `spill_dir` instead of memory.
     spill_dir: str | None = None
     spill_bytes: int = 8 * 1024 * 1024
@@ -84,8 +93,13 @@ class Runner:
         group_columns: tuple[str, ...] = (),
         on_request: RequestHandler | None = None,
         generation: str = "",
+        partitions: PartitionedRead | None = None,
     ) -> None:
         self.pool, self.call, self.limits, self._batches, self._on_request = pool, call, limits, batches, on_request
+        #: A row-apply input the workers read themselves, a partition per task (`engines.workers.PartitionWorker`).
+        self._partitions = partitions
+        #: Chunks handed on so far (partitions number their chunks from 1; the call numbers them on).
+        self._chunks = 0
         self.call_id, self.time_limit_s, self.is_job = call_id, time_limit_s, is_job
         self.group_columns, self.generation = group_columns, generation
         self.dop = call.request.degree_of_parallelism(pool.size)
@@ -108,6 +122,13 @@ class Runner:
     # -- public ----------------------------------------------------------------------------------------
     def run(self) -> Body:
         """The `result` value (OML's JSON, or pickles for the Python client), or an ExecutionError."""
+        try:
+            return self._run()
+        finally:
+            if self._partitions is not None:
+                self._partitions.close()  # the snapshot ends and the call's database role goes
+
+    def _run(self) -> Body:
         req = self.call.request
         started = time.monotonic()
         wait_s = self.time_limit_s if self.is_job else self.limits.worker_wait_s
@@ -151,6 +172,8 @@ class Runner:
 
     def _finish(self, sink: Sink, running: float) -> Body:
         self.run_s = time.monotonic() - running
+        if self._partitions is not None:
+            self.progress.units_total = self._chunks
         if self._failure is not None:
             sink.discard()
             raise self._failure
@@ -193,41 +216,43 @@ class Runner:
     def _rows_per_task(self) -> int:
         return self._task_rows
 
-    def _tasks(self) -> Iterator[tuple[int, Task, list[bytes]]]:
+    def _template(self) -> Task:
+        """The call's task without units: every worker message is it with some units."""
+        req = self.call.request
+        return Task(
+            call_id=self.call_id,
+            user=self.call.user,
+            script_name=self.call.script_name,
+            source=self.call.source,
+            kind=req.kind,
+            units=[],
+            kwargs=req.kwargs,
+            input_type=req.input_type,
+            na_omit=req.na_omit,
+            graphics=req.graphics,
+            oml=self._on_request is not None,
+            datastore_generation=self.generation,
+            result_format=req.result_format,
+            output_limit=self.limits.output_limit,
+            output_max_bytes=self.limits.output_max_bytes,
+        )
+
+    def _tasks(self) -> Iterator[Item]:
         """The call's worker messages, in order, made as the input is read."""
         req = self.call.request
+        template = self._template()
+        if self._partitions is not None:  # the workers read the input themselves, one partition per task
+            for part in self._partitions.partitions:
+                yield part.index, template, part
+            return
         max_units = u.TASK_UNITS
         if req.kind == "index" and req.times:
             max_units = max(1, min(u.MAX_TASK_UNITS, math.ceil(req.times / (self.dop * 4))))
         count = 0
         for seq, group in enumerate(u.per_task(self._units(), max_units=max_units, max_rows=self._rows_per_task)):
             count += len(group)
-            data = [unit.data for unit in group if unit.data is not None]
-            positions = iter(range(len(data)))
-            units = [Unit(x.name, x.index, None if x.data is None else next(positions)) for x in group]
-            messages = u.encode(data)
-            yield (
-                seq,
-                Task(
-                    call_id=self.call_id,
-                    user=self.call.user,
-                    script_name=self.call.script_name,
-                    source=self.call.source,
-                    kind=req.kind,
-                    units=units,
-                    kwargs=req.kwargs,
-                    input_type=req.input_type,
-                    na_omit=req.na_omit,
-                    graphics=req.graphics,
-                    oml=self._on_request is not None,
-                    datastore_generation=self.generation,
-                    result_format=req.result_format,
-                    output_limit=self.limits.output_limit,
-                    output_max_bytes=self.limits.output_max_bytes,
-                    data_messages=len(messages),
-                ),
-                messages,
-            )
+            task, messages = u.pack(template, group)
+            yield seq, task, messages
         self.progress.units_total = count
 
     def _produce(self, tasks: queue.Queue[object] | None, worker: Worker | None = None) -> None:
@@ -288,7 +313,7 @@ class Runner:
                     return
                 if self._stopping.is_set():
                     continue
-                self._run_task(worker, cast(tuple[int, Task, list[bytes]], item))
+                self._run_task(worker, cast(Item, item))
                 if self.pool.waiting() and self._leave_early():
                     return
         finally:
@@ -307,15 +332,23 @@ class Runner:
             self._active -= 1
             return True
 
-    def _run_task(self, worker: Worker, item: tuple[int, Task, list[bytes]]) -> None:
-        seq, task, messages = item
+    def _run_task(self, worker: Worker, item: Item) -> None:
+        seq, task, payload = item
         remaining = self._deadline - time.monotonic()
         try:
             if remaining <= 0:
                 raise WorkerTimedOut()
-            results = worker.run(task, messages, remaining, self._on_request)
+            if isinstance(payload, Partition):
+                rows = self.call.request.rows or 1
+                reader = cast(PartitionWorker, worker)
+                results = reader.run_partition(task, payload, rows, remaining, self._on_request)
+            else:
+                results = worker.run(task, payload, remaining, self._on_request)
         except WorkerTimedOut:
             self._fail(TimeLimitExceeded(self.time_limit_s, job=self.is_job))
+            return
+        except ExecutionError as e:  # a partition's input could not be read, or its results are too big
+            self._fail(e)
             return
         except WorkerDied as e:
             if not self._stopping.is_set():
@@ -337,6 +370,9 @@ class Runner:
             try:  # hand results to the assembler in order; only the out-of-order ones wait in memory
                 while self._next_seq in self._pending:
                     for r in self._pending.pop(self._next_seq):
+                        if self._partitions is not None:
+                            self._chunks += 1
+                            r = replace(r, name=str(self._chunks))
                         self._assembler.add(r)
                     self._next_seq += 1
                 self._advanced.notify_all()

@@ -43,12 +43,16 @@ from engines.workers import Workers
 from tables import query as tq
 from tables.errors import QueryRejected, QueryTimedOut, TablesError
 from tables.gate import GatedQuery, column_name
+from tables.pg_partitions import PartitionedRead
 from tables.store import UserDataStore
 
 log = logging.getLogger("pyqd.engine")
 
-#: Seconds a script's token outlives its call's time limit.
+#: Seconds a script's token (and a partitioned read's database role) outlives its call's time limit.
 TOKEN_MARGIN_S = 60
+#: Partitions of a large row-apply input per worker of the call, and at most in all.
+PARTITIONS_PER_WORKER = 4
+MAX_PARTITIONS = 64
 
 #: Makes the handler of a call's `import oml` requests: (call, call id, when its token must expire) → handler,
 #: or None when the script gets no `oml` connection. It mints nothing until the script's first request.
@@ -168,11 +172,15 @@ class ExecutionService:
     def _runner(self, call: Call, time_limit_s: float, *, is_job: bool) -> Runner:
         gated = self._gate(call)
         batches = None
+        partitions = None
         if gated is not None:
             # The query has the call's own time (it starts now, as the call's clock does), at most the query limit.
             timeout_s = min(time_limit_s, self.limits.query_time_limit_s)
-            rows = tq.stream_query(self.user_data, gated, call.user, timeout_s=timeout_s)
-            batches = _query_errors(rows, timeout_s, is_job)
+            if call.request.kind == "row" and self.workers.reads_partitions:
+                partitions = self._partitions(call, gated, time_limit_s)
+            if partitions is None:
+                rows = tq.stream_query(self.user_data, gated, call.user, timeout_s=timeout_s)
+                batches = _query_errors(rows, timeout_s, is_job)
         call_id = str(uuid.uuid4())
         on_request = self.oml(call, call_id, time.time() + time_limit_s + TOKEN_MARGIN_S) if self.oml else None
         return Runner(
@@ -186,7 +194,25 @@ class ExecutionService:
             group_columns=tuple(column_name(c) for c in call.request.group_by),
             on_request=on_request,
             generation=self.generation(),
+            partitions=partitions,
         )
+
+    def _partitions(self, call: Call, gated: GatedQuery, time_limit_s: float) -> PartitionedRead | None:
+        """A large row-apply input planned as partitions the workers read themselves (None: stream it): a few per
+        worker the call may use, so a slow one does not hold up the rest."""
+        dop = call.request.degree_of_parallelism(self.workers.size)
+        try:
+            return tq.partition_query(
+                self.user_data,
+                gated,
+                call.user,
+                partitions=max(2, min(MAX_PARTITIONS, PARTITIONS_PER_WORKER * dop)),
+                min_rows=self.limits.partition_min_rows,
+                expires_in_s=time_limit_s + TOKEN_MARGIN_S,
+                reader_url=self.limits.reader_url,
+            )
+        except TablesError as e:
+            raise InputQueryFailed(str(e)) from None
 
 
 def call_of(record: JobRecord) -> Call:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engines.errors import InvalidApplyRequest
-from engines.protocol import Unit
+from engines.protocol import Task, Unit
 
 #: Small chunks are sent to a worker several at a time, up to this many rows or units per task.
 TASK_ROWS = 16_384
@@ -120,6 +121,16 @@ def per_task(
         rows += unit.rows
     if group:
         yield group
+
+
+def pack(template: Task, group: list[Unit]) -> tuple[Task, list[bytes]]:
+    """One worker message: the task `template` with `group`'s units (their rows travel beside it as Arrow IPC,
+    referred to by position)."""
+    data = [unit.data for unit in group if unit.data is not None]
+    positions = iter(range(len(data)))
+    units = [Unit(x.name, x.index, None if x.data is None else next(positions)) for x in group]
+    messages = encode(data)
+    return replace(template, units=units, data_messages=len(messages)), messages
 
 
 def encode(batches: list[pa.RecordBatch]) -> list[bytes]:

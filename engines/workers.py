@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from engines.channel import Channel
 from engines.pool import RequestHandler
 from engines.protocol import Result, Task
+from tables.pg_partitions import Partition
 
 T = TypeVar("T")
 
@@ -45,6 +46,18 @@ class Worker(Protocol):
     def kill(self, reason: str | None = None) -> None: ...
 
 
+class PartitionWorker(Worker, Protocol):
+    """A worker that reads its row-apply input itself (`Workers.reads_partitions`): the Dask engine's, close to
+    the data, so the server does not read and push every row."""
+
+    def run_partition(
+        self, task: Task, partition: Partition, rows: int, timeout_s: float, on_request: RequestHandler | None = None
+    ) -> list[Result]:
+        """The results of `task` (a template without units) over the partition's rows cut into chunks of `rows`,
+        named 1, 2, ... within the partition; as `run` for failures."""
+        ...
+
+
 W = TypeVar("W", bound=Worker)
 
 
@@ -52,6 +65,10 @@ class Workers(Protocol[W]):
     #: Most workers there are (a call's parallelism is capped by it).
     @property
     def size(self) -> int: ...
+
+    #: Whether its workers are `PartitionWorker`s (a large row-apply input on PostgreSQL is then planned as
+    #: partitions that the workers read, instead of streamed through the server).
+    reads_partitions: bool
 
     def acquire(self, user: str, n: int, timeout_s: float, cancelled: threading.Event | None = None) -> Sequence[W]:
         """Up to `n` workers for the key `user` (at least one); `engines.errors.PoolBusy` after `timeout_s`,

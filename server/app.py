@@ -35,6 +35,7 @@ from server.routes import (
 from server.scoring import open_scorer
 from server.services import Services, make_cluster, make_pool, open_services
 from server.settings import Settings
+from tables.pg_partitions import drop_stale_call_roles
 
 API_DESCRIPTION = """\
 pyqd speaks the OML4Py REST API for Embedded Python Execution (Oracle Machine Learning for Python).
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 file=sys.stderr,
                 flush=True,
             )
+        # database roles of partitioned reads whose server died before it dropped them (they have expired)
+        await run_in_threadpool(drop_stale_call_roles, svc.user_data)
         own_pool = svc.pool is None
         if own_pool:
             svc.pool = make_pool(svc.settings)

@@ -145,6 +145,8 @@ def limits_of(s: Settings) -> Limits:
         worker_wait_s=s.worker_wait_s,
         spill_dir=str(s.data_dir / "spill"),
         spill_bytes=s.result_spill_bytes,
+        partition_min_rows=s.partition_min_rows,
+        reader_url=s.read_database_url,
     )
 
 

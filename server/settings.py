@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     engine: Literal["local", "dask"] = "local"
     #: The Dask scheduler (PYQD_ENGINE=dask): `tcp://host:8786`, or the path of a scheduler file.
     dask_scheduler: str | None = None
+    #: With the Dask engine on PostgreSQL, a row-apply input of at least this many rows is read by the Dask workers
+    #: themselves, in partitions, each with the call's own short-lived read-only database role.
+    partition_min_rows: int = 200_000
+    #: Host, port and database the Dask workers read partitions from (its user and password are ignored); None:
+    #: the metadata database's.
+    read_database_url: str | None = None
     #: The URL Dask workers reach the API servers at (a script's `import oml` is relayed there); None: the
     #: public URL, else http://host:port of this server.
     api_url: str | None = None

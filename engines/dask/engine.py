@@ -33,12 +33,21 @@ import msgpack
 
 from engines.channel import MAX_BLOBS, ChannelError, decode_header
 from engines.dask import RELAY_PATH
-from engines.dask.host import PLUGIN_NAME, HostLimits, PyqdHost, RelayAccess, cancel_call, run_task
-from engines.errors import Cancelled, ClusterUnavailable, PoolBusy
+from engines.dask.host import (
+    PLUGIN_NAME,
+    HostLimits,
+    PyqdHost,
+    RelayAccess,
+    cancel_call,
+    run_partition_task,
+    run_task,
+)
+from engines.errors import Cancelled, ClusterUnavailable, InputQueryFailed, OutputTooLarge, PoolBusy
 from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
 from engines.pool import _user_of as user_of
-from engines.protocol import Result, Task
+from engines.protocol import Result, Task, Unit
 from engines.wire import read_results
+from tables.pg_partitions import Partition
 
 log = logging.getLogger("pyqd.dask")
 
@@ -62,6 +71,9 @@ class DaskConfig:
 
 class DaskWorkers:
     """The cluster as a pool of slots (see the module's docstring)."""
+
+    #: Its workers read their row-apply input themselves, close to the data (`run_partition`).
+    reads_partitions = True
 
     def __init__(self, config: DaskConfig) -> None:
         self.config = config
@@ -292,6 +304,33 @@ class RemoteWorker:
             self._future = None
         return _read(answer, task)
 
+    def run_partition(
+        self, task: Task, partition: Partition, rows: int, timeout_s: float, on_request: RequestHandler | None = None
+    ) -> list[Result]:
+        """One partition of the call's input, read and run on a Dask worker (`engines.dask.host.run_partition`)."""
+        if self.killed:
+            raise WorkerDied("the call was stopped")
+        deadline = time.monotonic() + timeout_s
+        relay = self.engine.relay_access(on_request) if task.oml else None
+        client = self.engine.client()
+        self._call_id = task.call_id
+        self._future = future = client.submit(
+            run_partition_task,
+            self.key,
+            task,
+            partition,
+            rows,
+            timeout_s,
+            relay,
+            key=f"pyqd-{task.call_id}-p{partition.index}-{uuid.uuid4().hex}",
+            pure=False,
+        )
+        try:
+            answer = self._wait(future, deadline)
+        finally:
+            self._future = None
+        return _read(answer, task, partition=True)
+
     def _wait(self, future: Any, deadline: float) -> Any:
         while True:
             if self.killed:
@@ -326,8 +365,9 @@ class RemoteWorker:
             self.engine.cancel_call(self._call_id)
 
 
-def _read(answer: Any, task: Task) -> list[Result]:
-    """A task's answer, checked as a local worker's is; WorkerDied / WorkerTimedOut for a status."""
+def _read(answer: Any, task: Task, partition: bool = False) -> list[Result]:
+    """A task's answer, checked as a local worker's is (a partition's chunks must be named 1, 2, ... in order);
+    the failure a `status` answer names, raised."""
     try:
         if not isinstance(answer, bytes):
             raise ChannelError("not bytes")
@@ -339,7 +379,11 @@ def _read(answer: Any, task: Task) -> list[Result]:
             raise ChannelError("blobs are not bytes")
         header = decode_header(packed)
         if header["t"] == "results":
-            return read_results(header, blobs, task.units)
+            units = task.units
+            if partition:
+                n = len(header["units"]) if isinstance(header.get("units"), list) else 0
+                units = [Unit(str(i + 1)) for i in range(n)]
+            return read_results(header, blobs, units)
         if header["t"] != "status":
             raise ChannelError(f"unexpected message {str(header['t'])[:40]!r}")
     except (ChannelError, ValueError, msgpack.UnpackException) as e:
@@ -347,6 +391,12 @@ def _read(answer: Any, task: Task) -> list[Result]:
     status, message = header.get("status"), str(header.get("message", ""))[:2000]
     if status == "timeout":
         raise WorkerTimedOut()
+    if status == "empty" and partition:
+        return []
+    if status == "input":
+        raise InputQueryFailed(message or "reading the input failed")
+    if status == "size":
+        raise OutputTooLarge(task.output_max_bytes)
     raise WorkerDied(message or "the task failed on the Dask worker")
 
 

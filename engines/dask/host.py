@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +29,14 @@ import orjson
 from cachetools import TTLCache
 from distributed import WorkerPlugin, get_worker
 
+from engines import units as u
 from engines import wire
 from engines.dask import RELAY_MEDIA_TYPE
-from engines.errors import PoolBusy
+from engines.errors import InvalidApplyRequest, PoolBusy
 from engines.pool import PoolConfig, Worker, WorkerDied, WorkerPool, WorkerTimedOut
-from engines.protocol import Task
+from engines.protocol import Result, Task
+from tables.errors import QueryTimedOut, TablesError
+from tables.pg_partitions import Partition, read_partition
 
 log = logging.getLogger("pyqd.dask")
 
@@ -120,6 +124,48 @@ class PyqdHost(WorkerPlugin):
     # -- tasks ------------------------------------------------------------------------------------------------
     def run(self, key: str, task: Task, data: list[bytes], timeout_s: float, relay: RelayAccess | None) -> bytes:
         """The task's `results` message from a pyqd worker for `key`, or a `status` message."""
+
+        def work(worker: Worker, deadline: float, handler: Relay | None) -> list[Result]:
+            return worker.run(task, data, max(0.0, deadline - time.monotonic()), handler)
+
+        return self._with_worker(key, task, timeout_s, relay, work)
+
+    def run_partition(
+        self, key: str, task: Task, partition: Partition, rows: int, timeout_s: float, relay: RelayAccess | None
+    ) -> bytes:
+        """Read one partition of the call's input here (with the call's own short-lived database role), cut it into
+        chunks of `rows`, and run them on a pyqd worker for `key` a task at a time; the results of every chunk (named
+        1, 2, ... within the partition), stopping at the first failure."""
+
+        def work(worker: Worker, deadline: float, handler: Relay | None) -> list[Result]:
+            results: list[Result] = []
+            size = 0
+            batches = read_partition(partition, timeout_s=max(0.001, deadline - time.monotonic()))
+            for group in u.per_task(u.chunks(batches, rows)):
+                sub, messages = u.pack(task, group)
+                got = worker.run(sub, messages, max(0.0, deadline - time.monotonic()), handler)
+                results.extend(got)
+                size += sum(len(r.json) for r in got)
+                if size > task.output_max_bytes:
+                    raise _Stop("size", f"the partition's results are over {task.output_max_bytes} bytes")
+                if any(not r.ok for r in got):
+                    break
+            if not results:
+                raise _Stop("empty", "")
+            return results
+
+        return self._with_worker(key, task, timeout_s, relay, work)
+
+    def _with_worker(
+        self,
+        key: str,
+        task: Task,
+        timeout_s: float,
+        relay: RelayAccess | None,
+        work: Callable[[Worker, float, Relay | None], list[Result]],
+    ) -> bytes:
+        """`work` on a pyqd worker for `key` (registered under the call, so a cancellation can kill it) → the
+        `results` message, or a `status` message saying why there are none."""
         if self.pool is None:
             return _status("unavailable", "this Dask worker has no pyqd pool")
         if task.call_id in self._cancelled:
@@ -136,16 +182,19 @@ class PyqdHost(WorkerPlugin):
             worker.kill("the call was cancelled")
         handler = Relay(relay, deadline) if relay is not None else None
         try:
-            results = worker.run(task, data, max(0.0, deadline - time.monotonic()), handler)
-            header, blobs = wire.results_message(results)
+            header, blobs = wire.results_message(work(worker, deadline, handler))
             return _message(header, blobs)
-        except WorkerTimedOut:
+        except _Stop as e:
+            return _status(e.status, e.message)
+        except (WorkerTimedOut, QueryTimedOut):
             worker.kill("the call's time limit passed")
             return _status("timeout", "the call's time limit passed")
         except WorkerDied as e:
             if task.call_id in self._cancelled:
                 return _status("cancelled", "the call was cancelled")
             return _status("died", str(e))
+        except (TablesError, InvalidApplyRequest) as e:  # reading the partition failed
+            return _status("input", str(e))
         finally:
             if handler is not None:
                 handler.close()
@@ -167,6 +216,13 @@ class PyqdHost(WorkerPlugin):
         return len(workers)
 
 
+class _Stop(Exception):
+    """Ends a task early with a status (`status`, `message`)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        self.status, self.message = status, message
+
+
 def _message(header: dict[str, Any], blobs: list[Any]) -> bytes:
     packed: bytes = msgpack.packb([msgpack.packb(header, use_bin_type=True), [bytes(b) for b in blobs]])
     return packed
@@ -186,6 +242,20 @@ def run_task(key: str, task: Task, data: list[bytes], timeout_s: float, relay: R
         return host.run(key, task, data, timeout_s, relay)
     except Exception as e:  # noqa: BLE001 - reported as a status, never raised through Dask
         log.exception("pyqd task of call %s failed on this Dask worker", getattr(task, "call_id", "?"))
+        return _status("died", f"the Dask worker failed to run the task ({type(e).__name__})")
+
+
+async def run_partition_task(
+    key: str, task: Task, partition: Partition, rows: int, timeout_s: float, relay: RelayAccess | None
+) -> bytes:
+    """A Dask task: one partition of a row-apply input, read and run here. Never raises."""
+    try:
+        host = _host()
+        if host is None:
+            return _status("unavailable", "this Dask worker does not host pyqd (the plugin is not set up)")
+        return host.run_partition(key, task, partition, rows, timeout_s, relay)
+    except Exception as e:  # noqa: BLE001 - reported as a status, never raised through Dask
+        log.exception("pyqd partition task of call %s failed on this Dask worker", getattr(task, "call_id", "?"))
         return _status("died", f"the Dask worker failed to run the task ({type(e).__name__})")
 
 

@@ -394,3 +394,51 @@ def test_a_job_whose_server_and_dask_workers_die_ends_failed_with_a_reason(setti
 
 
 _ = session_to_json  # (imported for the script-token helper's readers)
+
+
+# -- the data path: large inputs read by the Dask workers, in partitions --------------------------------------
+ROWS_OF_CHUNK = "def rows(d):\n    import pandas as pd\n    return pd.DataFrame({'ID': d['ID'], 'N': len(d)})\n"
+
+
+def test_a_large_row_apply_input_is_read_by_the_dask_workers_in_partitions(api, monkeypatch):
+    import pandas as pd
+    import psycopg
+
+    from tables import query as tq
+
+    planned: list[Any] = []
+    real = tq.partition_query
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        plan = real(*args, **kwargs)
+        planned.append(plan)
+        return plan
+
+    monkeypatch.setattr(tq, "partition_query", spy)
+    change_settings(api.services, partition_min_rows=1_000)
+    alice = api.user("ALICE")
+    api.table(alice, "BIG", pd.DataFrame({"ID": range(20_000), "X": [i * 0.5 for i in range(20_000)]}))
+    api.script(alice, "rows", ROWS_OF_CHUNK)
+    body = {
+        "input": "select ID from BIG where X >= 0",
+        "rows": 700,
+        "parallelFlag": True,
+        "parameters": '{"oml_input_type":"pandas.DataFrame"}',
+    }
+    r = api.run(alice, "row-apply", "rows", body)
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert [row["ID"] for row in result] == list(range(20_000))  # every row once, in the table's order
+    assert all(row["N"] <= 700 for row in result)
+    if api.services.settings.database_url is None:
+        assert planned == [None]  # SQLite: the server streams the input
+        return
+    assert planned and planned[0] is not None and len(planned[0].partitions) >= 2
+    with psycopg.connect(api.services.engine.url.set(drivername="postgresql").render_as_string(False)) as conn:
+        left = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", ("%\\_c\\_%",)).fetchall()
+    assert not [name for (name,) in left if name.startswith(api.services.user_data.role_prefix)]  # role dropped
+    # a read the gate refuses is refused before any partition is planned
+    bob = api.user("BOB")
+    api.script(bob, "rows", ROWS_OF_CHUNK)
+    r = api.run(bob, "row-apply", "rows", {**body, "input": "select ID from ALICE.BIG"})
+    assert r.status_code in (400, 404) and r.json()["errorCode"] in (1020, 1004), r.text
