@@ -33,7 +33,7 @@ from engines.errors import (
 )
 from engines.pool import WorkerDied, WorkerTimedOut
 from engines.spec import WORKER_KEY_SEPARATOR
-from engines.workers import Worker, Workers
+from engines.workers import ModelWorker, Workers
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ScoringModel:
 
     @property
     def loaded(self) -> str:
-        """What a worker that has loaded this model says it holds (`Worker.model`)."""
+        """What a worker that has loaded this model says it holds (`ModelWorker.model`)."""
         return f"{self.kind}:{self.digest}"
 
 
@@ -226,7 +226,7 @@ class Scorer:
         check_answer(out)
         return out
 
-    def _load(self, worker: Worker, model: ScoringModel, data: bytes) -> dict[str, Any]:
+    def _load(self, worker: ModelWorker, model: ScoringModel, data: bytes) -> dict[str, Any]:
         worker.model = None
         seq = next(self._seq)
         try:

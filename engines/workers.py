@@ -23,8 +23,6 @@ T = TypeVar("T")
 class Worker(Protocol):
     #: Killed (by a time limit, a cancellation, or for breaking the rules): it must not be used again.
     killed: bool
-    #: Digest of the model the worker has loaded (`engines.scoring`), if any.
-    model: str | None
 
     def run(
         self, task: Task, data: list[bytes], timeout_s: float, on_request: RequestHandler | None = None
@@ -32,6 +30,15 @@ class Worker(Protocol):
         """The task's results, one per unit, stopping at the first failure; `engines.pool.WorkerTimedOut` past
         `timeout_s`, `engines.pool.WorkerDied` when the worker died or was killed meanwhile."""
         ...
+
+    def kill(self, reason: str | None = None) -> None: ...
+
+
+class ModelWorker(Worker, Protocol):
+    """A worker that also loads and scores models (`engines.scoring`): a local process, on the API server."""
+
+    #: Digest of the model the worker has loaded (`engines.scoring`), if any.
+    model: str | None
 
     def exchange(
         self,
@@ -42,8 +49,6 @@ class Worker(Protocol):
         """One message (`send` writes it before the deadline it is given) and its answer, checked by `read`
         (a ChannelError there kills the worker); WorkerTimedOut or WorkerDied as for `run`."""
         ...
-
-    def kill(self, reason: str | None = None) -> None: ...
 
 
 class PartitionWorker(Worker, Protocol):

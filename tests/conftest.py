@@ -159,6 +159,18 @@ def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Dask engine runs the shared execution tests on PostgreSQL only: a cluster's database (on SQLite the
+    engine works the same, and tests/server/test_dask_engine.py runs there too), and half the time."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (drop if params.get("engine") == "dask" and params.get("settings") == "sqlite" else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture
 def services(request: pytest.FixtureRequest, settings: Settings, worker_pool: WorkerPool) -> Iterator[Services]:
     svc = open_services(settings)

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
@@ -275,9 +275,8 @@ class DaskWorkers:
 
 
 class RemoteWorker:
-    """A slot of one call in the cluster: each `run` is one Dask task."""
-
-    model: str | None = None
+    """A slot of one call in the cluster: each `run` is one Dask task. (Not a `ModelWorker`: model scoring stays
+    on the API server's own pool.)"""
 
     def __init__(self, engine: DaskWorkers, key: str) -> None:
         self.engine, self.key = engine, key
@@ -350,10 +349,6 @@ class RemoteWorker:
                 raise WorkerDied("the task was cancelled in the Dask cluster") from None
             except Exception as e:  # noqa: BLE001 - KilledWorker, a refused pickle, a lost scheduler
                 raise WorkerDied(_dask_failure(e)) from None
-
-    def exchange(self, send: Callable[..., None], read: Callable[..., Any], timeout_s: float) -> Any:
-        """Model scoring runs on the API server's own pool, never in the cluster (`server.scoring`)."""
-        raise NotImplementedError("model scoring does not run on the Dask engine")
 
     def kill(self, reason: str | None = None) -> None:
         """Stop this call's tasks in the cluster (the Runner kills every worker of a call at once)."""

@@ -123,6 +123,37 @@ def test_deleting_a_running_job_kills_its_dask_tasks(api, dask_workers):
     assert api.client.get(f"/oml/api/{job}", headers=alice).status_code == 404
 
 
+HOLD_INDEX = """def hold(i):
+    import oml, time
+    oml.ds.save({'n': i}, 'started_%d' % i, overwrite=True)
+    while len(oml.ds.dir(name='release')) == 0:
+        time.sleep(0.05)
+    return i
+"""
+
+
+def test_one_user_cannot_take_every_dask_slot(api, dask_workers):
+    """The session's cluster has 4 slots; a user holds at most half, so another user's call runs at once."""
+    import threading
+
+    alice, bob = api.user("ALICE"), api.user("BOB")
+    api.script(alice, "hold", HOLD_INDEX)
+    answer: list[httpx.Response] = []
+    body = {"times": 4, "parallelFlag": True, "service": "HIGH"}
+    thread = threading.Thread(target=lambda: answer.append(api.run(alice, "index-apply", "hold", body)))
+    thread.start()
+    try:
+        wait_for(lambda: has_datastore(api, alice, "started_1") and has_datastore(api, alice, "started_2"), 120)
+        assert dask_workers.stats()["busy"] == 2  # her share, though she asked for more
+        assert not has_datastore(api, alice, "started_3")
+        api.script(bob, "ok", "def ok():\n    return 'fine'\n")
+        assert api.run(bob, "do-eval", "ok").json() == {"result": "fine"}
+    finally:
+        save_datastore(api, alice, "release")
+        thread.join(timeout=120)
+    assert answer[0].json() == {"result": [1, 2, 3, 4]}
+
+
 # -- the relay ----------------------------------------------------------------------------------------------
 def _script_token(api: Api, user: str, headers: dict[str, str]) -> str:
     """A script token of `user`'s session, as the engine mints one for a call."""
