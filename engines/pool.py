@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from engines import wire
 from engines.channel import Channel, ChannelError, ChannelTimeout
 from engines.errors import Cancelled, PoolBusy
+from engines.identity import worker_limits
 from engines.protocol import Result, Task, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
 
@@ -67,6 +68,40 @@ class PoolConfig:
     @property
     def user_share(self) -> int:
         return max(1, self.per_user if self.per_user is not None else self.size // 2)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """A pool's settings as plain values, before the machine it runs on is known: a Dask worker gets them from the
+    API server and makes its pool with them (the worker account's uid is looked up where the pool runs)."""
+
+    memory_mb: int = 2048
+    cpu_seconds: int = 0
+    user_setting: str = "auto"
+    sandbox: bool = True
+    scratch_mb: int = 1024
+    max_processes: int = 512
+    warm: int = 1
+    preload: str = ""
+    max_message_bytes: int = 2 * 1024**3
+
+    def config(self, size: int, per_user: int | None) -> PoolConfig:
+        return PoolConfig(
+            size=size,
+            warm=min(self.warm, size),
+            limits=worker_limits(
+                memory_mb=self.memory_mb,
+                cpu_seconds=self.cpu_seconds,
+                user_setting=self.user_setting,
+                sandbox=self.sandbox,
+                scratch_mb=self.scratch_mb,
+                max_processes=self.max_processes or None,
+            ),
+            preload=self.preload,
+            per_user=per_user,
+            scratch_bytes=self.scratch_mb * 1024 * 1024,
+            max_message_bytes=self.max_message_bytes,
+        )
 
 
 class WorkerDied(Exception):

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from engines.identity import worker_limits
-from engines.pool import PoolConfig, WorkerPool
+from engines.pool import PoolSettings, WorkerPool
 from server import notify
 from server.auth import service as auth_service
 from server.auth.keys import load_signing_key
@@ -143,37 +142,9 @@ class Services:
         self.engine.dispose()
 
 
-def make_pool(settings: Settings) -> WorkerPool:
-    """A worker pool configured from the settings (not started)."""
-    limits = worker_limits(
-        memory_mb=settings.worker_memory_mb,
-        cpu_seconds=settings.worker_cpu_seconds,
-        user_setting=settings.worker_user,
-        sandbox=settings.worker_sandbox,
-        scratch_mb=settings.worker_scratch_mb,
-        max_processes=settings.worker_max_processes or None,
-    )
-    return WorkerPool(
-        PoolConfig(
-            size=settings.workers,
-            warm=min(settings.warm_workers, settings.workers),
-            limits=limits,
-            preload=settings.worker_preload,
-            per_user=settings.workers_per_user,
-            scratch_bytes=settings.worker_scratch_mb * 1024 * 1024,
-            # a worker's message holds at most one task's results: the size limit plus room for the rest
-            max_message_bytes=settings.output_max_bytes + 64 * 1024 * 1024,
-        )
-    )
-
-
-def make_cluster(settings: Settings) -> DaskWorkers:
-    """The Dask engine configured from the settings (not started)."""
-    from engines.dask.engine import DaskConfig, DaskWorkers
-    from engines.dask.host import HostLimits
-
-    assert settings.dask_scheduler is not None
-    host = HostLimits(
+def pool_settings(settings: Settings) -> PoolSettings:
+    """The settings of the worker pools: this server's, and the ones Dask workers host for the Dask engine."""
+    return PoolSettings(
         memory_mb=settings.worker_memory_mb,
         cpu_seconds=settings.worker_cpu_seconds,
         user_setting=settings.worker_user,
@@ -182,13 +153,26 @@ def make_cluster(settings: Settings) -> DaskWorkers:
         max_processes=settings.worker_max_processes,
         warm=settings.warm_workers,
         preload=settings.worker_preload,
+        # a worker's message holds at most one task's results: the size limit plus room for the rest
         max_message_bytes=settings.output_max_bytes + 64 * 1024 * 1024,
     )
+
+
+def make_pool(settings: Settings) -> WorkerPool:
+    """A worker pool configured from the settings (not started)."""
+    return WorkerPool(pool_settings(settings).config(settings.workers, settings.workers_per_user))
+
+
+def make_cluster(settings: Settings) -> DaskWorkers:
+    """The Dask engine configured from the settings (not started)."""
+    from engines.dask.engine import DaskConfig, DaskWorkers
+
+    assert settings.dask_scheduler is not None
     return DaskWorkers(
         DaskConfig(
             scheduler=settings.dask_scheduler,
             api_url=settings.relay_url,
-            host=host,
+            host=pool_settings(settings),
             per_user=settings.workers_per_user,
         )
     )

@@ -30,7 +30,7 @@ from sqlglot import exp
 from tables.deadline import Deadline
 from tables.errors import QueryRejected, QueryTimedOut
 from tables.gate import GatedQuery, TableRef
-from tables.pg_query import _TOO_LARGE, MAX_ROW_BYTES, ROW_BYTES_HINT, _message, _numeric_as_float
+from tables.pg_query import _TOO_LARGE, MAX_ROW_BYTES, ROW_BYTES_HINT, _message, read_batches
 from tables.pg_store import PostgresStore
 from tables.scan import is_plain_scan
 
@@ -374,14 +374,7 @@ def _read(p: Partition, batch_rows: int, deadline: Deadline) -> Iterator[pa.Reco
         try:
             _begin(cur, p, deadline)
             cur.execute(p.sql)
-            reader = cur.fetch_record_batch()
-            empty = True
-            for batch in reader:
-                deadline.check()
-                empty = False
-                yield _numeric_as_float(batch)
-            if empty:
-                yield _numeric_as_float(pa.RecordBatch.from_pylist([], schema=reader.schema))
+            yield from read_batches(cur, deadline)
         except (adbc_driver_manager.Error, pa.ArrowException, OSError) as e:  # errors while streaming are OSError
             text = str(e)
             if "57014" in text or "statement timeout" in text:

@@ -92,14 +92,7 @@ def stream(
             cur.execute(f"SET LOCAL ROLE {_quote(role)}")
         try:
             cur.execute(sql_for(gated))
-            reader = cur.fetch_record_batch()
-            empty = True
-            for batch in reader:
-                deadline.check()
-                empty = False
-                yield _numeric_as_float(batch)
-            if empty:
-                yield _numeric_as_float(pa.RecordBatch.from_pylist([], schema=reader.schema))
+            yield from read_batches(cur, deadline)
         except (adbc_driver_manager.Error, pa.ArrowException, OSError) as e:  # errors while streaming are OSError
             text = str(e)
             if "57014" in text or "statement timeout" in text:
@@ -117,6 +110,19 @@ def stream(
             pool.put(conn)
         else:
             conn.close()
+
+
+def read_batches(cur: Any, deadline: Deadline) -> Iterator[pa.RecordBatch]:
+    """The executed query's rows as record batches (NUMERIC as float; one empty batch, with the columns, for no
+    rows), the deadline checked between batches."""
+    reader = cur.fetch_record_batch()
+    empty = True
+    for batch in reader:
+        deadline.check()
+        empty = False
+        yield _numeric_as_float(batch)
+    if empty:
+        yield _numeric_as_float(pa.RecordBatch.from_pylist([], schema=reader.schema))
 
 
 def _message(text: str) -> str:

@@ -141,9 +141,9 @@ def dask_cluster() -> Iterator[str]:
 def dask_workers(dask_cluster: str) -> Iterator[Any]:
     """The Dask engine connected to the run's cluster (each test that uses it points it at its live server)."""
     from engines.dask.engine import DaskConfig, DaskWorkers
-    from engines.dask.host import HostLimits
+    from engines.pool import PoolSettings
 
-    workers = DaskWorkers(DaskConfig(scheduler=dask_cluster, api_url="http://127.0.0.1:9", host=HostLimits(warm=1)))
+    workers = DaskWorkers(DaskConfig(scheduler=dask_cluster, api_url="http://127.0.0.1:9", host=PoolSettings(warm=1)))
     workers.start(wait_s=120)
     assert workers.problem() is None, workers.problem()
     yield workers

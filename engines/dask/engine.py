@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,6 @@ from engines.channel import MAX_BLOBS, ChannelError, decode_header
 from engines.dask import RELAY_PATH
 from engines.dask.host import (
     PLUGIN_NAME,
-    HostLimits,
     PyqdHost,
     RelayAccess,
     cancel_call,
@@ -43,7 +42,7 @@ from engines.dask.host import (
     run_task,
 )
 from engines.errors import Cancelled, ClusterUnavailable, InputQueryFailed, OutputTooLarge, PoolBusy
-from engines.pool import RequestHandler, WorkerDied, WorkerTimedOut
+from engines.pool import PoolSettings, RequestHandler, WorkerDied, WorkerTimedOut
 from engines.pool import _user_of as user_of
 from engines.protocol import Result, Task, Unit
 from engines.wire import read_results
@@ -63,7 +62,7 @@ class DaskConfig:
     scheduler: str
     #: The URL Dask workers reach the API servers at (for scripts' `import oml`).
     api_url: str
-    host: HostLimits = HostLimits()
+    host: PoolSettings = PoolSettings()
     #: Most slots one user holds (None: half the cluster's threads, at least one).
     per_user: int | None = None
     connect_timeout_s: float = 5.0
@@ -288,25 +287,28 @@ class RemoteWorker:
     def run(
         self, task: Task, data: list[bytes], timeout_s: float, on_request: RequestHandler | None = None
     ) -> list[Result]:
-        if self.killed:
-            raise WorkerDied("the call was stopped")
-        deadline = time.monotonic() + timeout_s
-        relay = self.engine.relay_access(on_request) if task.oml else None
-        client = self.engine.client()
-        self._call_id = task.call_id
-        self._future = future = client.submit(
-            run_task, self.key, task, data, timeout_s, relay, key=f"pyqd-{task.call_id}-{uuid.uuid4().hex}", pure=False
-        )
-        try:
-            answer = self._wait(future, deadline)
-        finally:
-            self._future = None
+        answer = self._submit(run_task, task, (data,), timeout_s, on_request, "")
         return _read(answer, task)
 
     def run_partition(
         self, task: Task, partition: Partition, rows: int, timeout_s: float, on_request: RequestHandler | None = None
     ) -> list[Result]:
         """One partition of the call's input, read and run on a Dask worker (`engines.dask.host.run_partition`)."""
+        answer = self._submit(
+            run_partition_task, task, (partition, rows), timeout_s, on_request, f"p{partition.index}-"
+        )
+        return _read(answer, task, partition=True)
+
+    def _submit(
+        self,
+        function: Callable[..., bytes],
+        task: Task,
+        args: tuple[Any, ...],
+        timeout_s: float,
+        on_request: RequestHandler | None,
+        tag: str,
+    ) -> Any:
+        """One Dask task `function(key, task, *args, timeout_s, relay)`, and its answer before the deadline."""
         if self.killed:
             raise WorkerDied("the call was stopped")
         deadline = time.monotonic() + timeout_s
@@ -314,21 +316,19 @@ class RemoteWorker:
         client = self.engine.client()
         self._call_id = task.call_id
         self._future = future = client.submit(
-            run_partition_task,
+            function,
             self.key,
             task,
-            partition,
-            rows,
+            *args,
             timeout_s,
             relay,
-            key=f"pyqd-{task.call_id}-p{partition.index}-{uuid.uuid4().hex}",
+            key=f"pyqd-{task.call_id}-{tag}{uuid.uuid4().hex}",
             pure=False,
         )
         try:
-            answer = self._wait(future, deadline)
+            return self._wait(future, deadline)
         finally:
             self._future = None
-        return _read(answer, task, partition=True)
 
     def _wait(self, future: Any, deadline: float) -> Any:
         while True:

@@ -33,7 +33,7 @@ from engines import units as u
 from engines import wire
 from engines.dask import RELAY_MEDIA_TYPE
 from engines.errors import InvalidApplyRequest, PoolBusy
-from engines.pool import PoolConfig, Worker, WorkerDied, WorkerPool, WorkerTimedOut
+from engines.pool import PoolSettings, Worker, WorkerDied, WorkerPool, WorkerTimedOut
 from engines.protocol import Result, Task
 from tables.errors import QueryTimedOut, TablesError
 from tables.pg_partitions import Partition, read_partition
@@ -54,28 +54,12 @@ class RelayAccess:
     read_only: bool
 
 
-@dataclass(frozen=True)
-class HostLimits:
-    """What the API server tells every Dask worker about the pyqd processes it hosts (uids are looked up on the
-    Dask worker's own machine)."""
-
-    memory_mb: int = 2048
-    cpu_seconds: int = 0
-    user_setting: str = "auto"
-    sandbox: bool = True
-    scratch_mb: int = 1024
-    max_processes: int = 512
-    warm: int = 1
-    preload: str = ""
-    max_message_bytes: int = 2 * 1024**3
-
-
 class PyqdHost(WorkerPlugin):
     """pyqd's worker pool inside one Dask worker: as many sandboxed processes as the Dask worker has threads."""
 
     name = PLUGIN_NAME
 
-    def __init__(self, limits: HostLimits) -> None:
+    def __init__(self, limits: PoolSettings) -> None:
         self.limits = limits
         self.pool: WorkerPool | None = None
         self._lock = threading.Lock()
@@ -92,28 +76,9 @@ class PyqdHost(WorkerPlugin):
 
     # -- plugin lifecycle (called by Dask) --------------------------------------------------------------------
     def setup(self, worker: Any = None) -> None:
-        from engines.identity import worker_limits
-
         size = max(1, int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1))
-        lim = self.limits
-        config = PoolConfig(
-            size=size,
-            warm=min(lim.warm, size),
-            limits=worker_limits(
-                memory_mb=lim.memory_mb,
-                cpu_seconds=lim.cpu_seconds,
-                user_setting=lim.user_setting,
-                sandbox=lim.sandbox,
-                scratch_mb=lim.scratch_mb,
-                max_processes=lim.max_processes or None,
-            ),
-            preload=lim.preload,
-            # The API server shares the cluster out between users; here a call may use every process.
-            per_user=size,
-            scratch_bytes=lim.scratch_mb * 1024 * 1024,
-            max_message_bytes=lim.max_message_bytes,
-        )
-        self.pool = WorkerPool(config)
+        # The API server shares the cluster out between users; here a call may use every process.
+        self.pool = WorkerPool(self.limits.config(size, per_user=size))
         self.pool.start()
 
     def teardown(self, worker: Any = None) -> None:
@@ -245,7 +210,7 @@ def run_task(key: str, task: Task, data: list[bytes], timeout_s: float, relay: R
         return _status("died", f"the Dask worker failed to run the task ({type(e).__name__})")
 
 
-async def run_partition_task(
+def run_partition_task(
     key: str, task: Task, partition: Partition, rows: int, timeout_s: float, relay: RelayAccess | None
 ) -> bytes:
     """A Dask task: one partition of a row-apply input, read and run here. Never raises."""

@@ -22,8 +22,8 @@ import pytest
 
 from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
 from engines.dask.engine import DaskConfig, DaskWorkers, _read
-from engines.dask.host import HostLimits, host_stats
-from engines.pool import WorkerDied
+from engines.dask.host import host_stats
+from engines.pool import PoolSettings, WorkerDied
 from engines.protocol import Task, Unit
 from server.execution import session_to_json
 from tests.conftest import ADMIN_PASSWORD, Api, change_settings, wait_for
@@ -246,7 +246,7 @@ def dask_api(sqlite_settings, live: Any, scheduler: str, **overrides: object) ->
     settings = sqlite_settings.model_copy(update={"workers": 2, "warm_workers": 0, **overrides})
     svc = open_services(settings)
     svc.pool = make_pool(settings)
-    workers = DaskWorkers(DaskConfig(scheduler=scheduler, api_url="http://127.0.0.1:9", host=HostLimits(warm=1)))
+    workers = DaskWorkers(DaskConfig(scheduler=scheduler, api_url="http://127.0.0.1:9", host=PoolSettings(warm=1)))
     workers.start(wait_s=60)
     svc.cluster = workers
     try:
