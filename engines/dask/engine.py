@@ -331,24 +331,28 @@ class RemoteWorker:
             self._future = None
 
     def _wait(self, future: Any, deadline: float) -> Any:
-        while True:
+        """The task's answer, waited for with a done-callback and an Event (never `Future.result(timeout=...)` in a
+        loop: distributed's `sync` fails now and then with UnboundLocalError when several threads time out on one
+        client at once), looking at the deadline, a kill and the connection between polls."""
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(min(POLL_S, max(0.0, deadline - time.monotonic()))):
             if self.killed:
                 future.cancel()
                 raise WorkerDied("the call was stopped")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 self.kill()
                 raise WorkerTimedOut()
-            try:
-                return future.result(timeout=min(POLL_S, remaining))
-            except TimeoutError:
-                if self.engine.problem() is not None and self.engine._client is None:
-                    raise WorkerDied(f"the Dask cluster was lost: {self.engine.problem()}") from None
-                continue
-            except CancelledError:
-                raise WorkerDied("the task was cancelled in the Dask cluster") from None
-            except Exception as e:  # noqa: BLE001 - KilledWorker, a refused pickle, a lost scheduler
-                raise WorkerDied(_dask_failure(e)) from None
+            if self.engine.problem() is not None and self.engine._client is None:
+                raise WorkerDied(f"the Dask cluster was lost: {self.engine.problem()}")
+        if self.killed:
+            raise WorkerDied("the call was stopped")
+        try:
+            return future.result()  # done: no waiting, no timeout
+        except CancelledError:
+            raise WorkerDied("the task was cancelled in the Dask cluster") from None
+        except Exception as e:  # noqa: BLE001 - KilledWorker, a refused pickle, a lost scheduler
+            raise WorkerDied(_dask_failure(e)) from None
 
     def kill(self, reason: str | None = None) -> None:
         """Stop this call's tasks in the cluster (the Runner kills every worker of a call at once)."""
