@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
+from engines.dask import RELAY_PATH
 from server import errors
 from server.errors import ErrorCode, oml_body
 
@@ -28,6 +29,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE"})
 #: Bridged paths must start with this: the OML and pyqd APIs (not the token service, admin stays closed by
 #: the token's scope).
 PATH_PREFIX = "/oml/"
+#: The client address the app sees for a bridged request (`server.routes.relay` refuses it).
+BRIDGE_CLIENT = "pyqd-bridge"
 #: Longest path (with query string), number of headers, and size of one header accepted from a worker.
 MAX_PATH = 8192
 MAX_HEADERS = 64
@@ -75,6 +78,10 @@ def parse_request(message: object, max_body: int) -> tuple[str, str, list[tuple[
     route = unquote(path.split("?", 1)[0])
     if not route.startswith(PATH_PREFIX) or "/../" in route + "/" or "/./" in route + "/" or "\\" in route:
         raise BadBridgeRequest(f"a script may only reach {PATH_PREFIX}...")
+    if route.rstrip("/") == RELAY_PATH:
+        # The relay is for Dask workers; reached from here, each request would wait on a thread of the bridge's own
+        # for the next, and a nested request a few dozen deep would hold every one of them.
+        raise BadBridgeRequest("a script may not use the relay")
     if not isinstance(headers, list) or len(headers) > MAX_HEADERS:
         raise BadBridgeRequest(f"headers must be a list of at most {MAX_HEADERS} pairs")
     kept: list[tuple[bytes, bytes]] = []
@@ -145,7 +152,7 @@ class AppBridge:
         self._cm = start_blocking_portal()
         self._portal = self._cm.__enter__()
         self._client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=_LimitedAnswers(self._app, self.max_answer), client=("pyqd-bridge", 0)),
+            transport=httpx.ASGITransport(app=_LimitedAnswers(self._app, self.max_answer), client=(BRIDGE_CLIENT, 0)),
             base_url="http://pyqd.bridge",
             timeout=REQUEST_TIMEOUT_S,
         )

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
 from engines.errors import PoolBusy
 from server.auth.errors import Forbidden
+from server.bridge import BRIDGE_CLIENT
 from server.deps import CurrentUser, ServicesDep
 from server.errors import BadRequest
 
@@ -22,6 +23,10 @@ router = APIRouter()
 async def relay(request: Request, caller: CurrentUser, services: ServicesDep) -> Response:
     if not caller.claims.is_script:
         raise Forbidden("Only a script's token may use the relay")
+    if request.client is not None and request.client.host == BRIDGE_CLIENT:
+        # A script's own request (the bridge refuses this path too): a relay inside the relay would hold a thread
+        # of the bridge per level.
+        raise Forbidden("A script may not use the relay")
     if request.headers.get("content-type") != RELAY_MEDIA_TYPE:
         raise BadRequest(f"The relay takes {RELAY_MEDIA_TYPE}")
     bridge = services.bridge

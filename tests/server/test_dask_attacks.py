@@ -1,0 +1,298 @@
+"""Attacks on what the Dask engine added, as hostile users (and a hostile Dask worker) would make them: a script's
+`import oml` through the relay, users sharing a Dask worker, one user against the cluster's slots, a partitioned
+read against everyone else on its Dask worker, and a Dask worker that answers with pickles. Each wall answers with
+a clean error in OML's shape, nothing leaks, and the next call (and other users' calls) still works."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import anyio
+import httpx
+import msgpack
+import pytest
+
+from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
+from engines.dask.engine import _read
+from engines.pool import WorkerDied
+from engines.protocol import Task, Unit
+from server.bridge import BRIDGE_CLIENT
+from tests.conftest import Api, change_settings, wait_for
+from tests.server.test_dask_engine import (
+    _script_token,
+    busy_on_dask,
+    live,
+    save_datastore,
+)
+from tests.server.test_script_identity import MINE, PLANT
+
+_ = live  # the fixture, for dask_api
+
+
+@pytest.fixture
+def engine() -> str:
+    return "dask"
+
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+PYQD = "/oml/api/pyqd/v1"
+
+
+def datastores(api: Api, headers: dict[str, str]) -> list[str]:
+    r = api.client.get(f"{PYQD}/datastores", headers=headers)
+    assert r.status_code == 200, r.text
+    return [d["datastore_name"] for d in r.json()["result"]]
+
+
+def assert_next_call_works(api: Api, headers: dict[str, str]) -> None:
+    api.script(headers, "dir", "def dir():\n    import oml\n    return len(oml.ds.dir())\n")
+    r = api.run(headers, "do-eval", "dir")
+    assert r.status_code == 200, r.text
+
+
+def in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run `fn` in a daemon thread; its answer (or exception) lands in the list."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            out.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+# -- the relay, from a script -------------------------------------------------------------------------------
+#: Sends its request to the relay itself, nested `depth` deep (each level a relayed POST to the relay).
+NEST = f"""def nest(depth=1):
+    import msgpack
+    from oml._connection import current
+    inner = ['GET', '{PYQD}/datastores', [], b'', False]
+    for _ in range(depth - 1):
+        headers = [[b'content-type', b'{RELAY_MEDIA_TYPE}']]
+        inner = ['POST', '{RELAY_PATH}', headers, msgpack.packb(inner, use_bin_type=True), False]
+    body = msgpack.packb(inner, use_bin_type=True)
+    r = current().http.post('{RELAY_PATH}', content=body, headers={{'content-type': '{RELAY_MEDIA_TYPE}'}})
+    return {{'status': r.status_code, 'body': r.text[:500]}}
+"""
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_a_script_cannot_send_its_requests_through_the_relay(api):
+    """The relay reached from a script nested its requests, each level holding a thread of the bridge's own event
+    loop: a few dozen levels held them all, and every script's `import oml` on the server hung for good."""
+    mallory, alice = api.user("MALLORY"), api.user("ALICE")
+    api.script(mallory, "nest", NEST)
+    for depth in (1, 2, 5):
+        r = api.run(mallory, "do-eval", "nest", {"parameters": json.dumps({"depth": depth})})
+        assert r.status_code == 200, r.text
+        out = r.json()["result"]
+        assert out["status"] == 400 and "may not use the relay" in out["body"], out
+    assert_next_call_works(api, alice)
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("engine", ["local"])
+def test_the_relay_refuses_what_comes_through_the_bridge(api):
+    """The second wall: were the bridge to let the relay's path through, the relay itself refuses a request that
+    comes from the bridge."""
+    alice = api.user("ALICE")
+    token = _script_token(api, "ALICE", alice)
+    request = msgpack.packb(["GET", f"{PYQD}/datastores", [], b"", False], use_bin_type=True)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": RELAY_MEDIA_TYPE}
+    transport = httpx.ASGITransport(app=api.client.app, client=(BRIDGE_CLIENT, 0))  # type: ignore[attr-defined]
+
+    async def send() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://pyqd.bridge") as client:
+            return await client.post(RELAY_PATH, headers=headers, content=request)
+
+    r = anyio.run(send)
+    assert r.status_code == 403 and r.json()["errorCode"] == 1003, r.text
+    assert "may not use the relay" in r.json()["errorMessage"]
+    r = api.client.post(RELAY_PATH, headers=headers, content=request)  # a Dask worker's request still passes
+    assert r.status_code == 200 and r.headers["content-type"] == RELAY_MEDIA_TYPE, r.text
+
+
+#: Tries what a script's token must not reach, through the relay; returns each answer's status.
+REACH = """def reach(admin):
+    from oml._connection import current
+    http = current().http
+    tries = {
+        'token': ('POST', '/omlusers/api/oauth2/v1/token', {}),
+        'metrics': ('GET', '/metrics', {}),
+        'ready': ('GET', '/ready', {}),
+        'dotdot': ('GET', '/oml/../omlusers/api/oauth2/v1/token', {}),
+        'encoded': ('GET', '/oml/%2e%2e/metrics', {}),
+        'admin': ('GET', '/oml/api/pyqd/v1/admin/users', {}),
+        'admin_token': ('GET', '/oml/api/pyqd/v1/admin/users', {'authorization': 'Bearer ' + admin}),
+        'create': ('POST', '/oml/api/pyqd/v1/scripts', {'content-type': 'application/json'}),
+        'run': ('POST', '/oml/api/py-scripts/v1/do-eval/reach', {'content-type': 'application/json'}),
+        'grant': ('POST', '/oml/api/pyqd/v1/scripts/reach/grants', {'content-type': 'application/json'}),
+        'mine': ('GET', '/oml/api/pyqd/v1/datastores', {'authorization': 'Bearer ' + admin, 'cookie': 'x=y'}),
+    }
+    out = {}
+    for name, (method, path, headers) in tries.items():
+        try:
+            r = http.request(method, path, headers=headers, content=b'{"user": "MALLORY", "name": "x", "script": "y"}')
+            out[name] = [r.status_code, r.text[:300]]
+        except Exception as e:
+            out[name] = [0, type(e).__name__]
+    return out
+"""
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+def test_a_scripts_relayed_requests_reach_only_what_its_token_may(api):
+    alice = api.user("ALICE")
+    api.user("MALLORY")
+    admin = api.admin["Authorization"].split(" ", 1)[1]
+    api.script(alice, "reach", REACH)
+    r = api.run(alice, "do-eval", "reach", {"parameters": json.dumps({"admin": admin})})
+    assert r.status_code == 200, r.text
+    out = r.json()["result"]
+    for name in ("token", "metrics", "ready", "dotdot", "encoded"):
+        assert out[name][0] == 400 and "may only reach /oml/" in out[name][1], (name, out[name])
+    for name in ("admin", "admin_token", "create", "run", "grant"):  # a forged Authorization is dropped
+        assert out[name][0] == 403, (name, out[name])
+    assert out["mine"][0] == 200  # ... and the call's own token used: Alice's datastores, as Alice
+    r = api.client.get(f"{PYQD}/scripts/reach/grants", headers=alice)
+    assert "MALLORY" not in r.text
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+def test_another_owners_script_on_a_dask_worker_may_only_read(api):
+    mallory, alice = api.user("MALLORY"), api.user("ALICE")
+    api.script(mallory, "plant", PLANT)
+    r = api.client.post(f"{PYQD}/scripts/plant/grants", headers=mallory, json={"user": "ALICE"})
+    assert r.status_code in (200, 201, 204), r.text
+    api.script(alice, "mine", MINE)
+    r = api.run(alice, "do-eval", "plant", owner="MALLORY")
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] != "saved"  # the relay kept the call read-only
+    assert "ALICE_DS" not in datastores(api, alice)
+    for _ in range(3):  # Alice's own code never runs where Mallory's ran, on any Dask worker
+        assert api.run(alice, "do-eval", "mine").json() == {"result": None}
+
+
+# -- users sharing a Dask worker --------------------------------------------------------------------------------
+#: Leaves a secret in its scratch directory, names its pid in a datastore, and holds until released.
+SECRET = """def secret():
+    import oml, os, time
+    with open('secret.txt', 'w') as f:
+        f.write('alice-secret')
+    oml.ds.save({'n': 1}, 'pid_' + str(os.getpid()), overwrite=True)
+    while len(oml.ds.dir(name='release')) == 0:
+        time.sleep(0.05)
+    return 'alive'
+"""
+
+#: Everything one user's script tries against another's process and files.
+PRY = """def pry(pid, path):
+    import ctypes, errno, os, signal
+    out = {}
+    for sig in (0, signal.SIGSTOP, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+            out['kill%d' % sig] = 0
+        except OSError as e:
+            out['kill%d' % sig] = e.errno
+    for name in ('environ', 'mem', 'cmdline', 'cwd/secret.txt', 'root'):
+        try:
+            with open('/proc/%d/%s' % (pid, name), 'rb') as f:
+                f.read(100)
+            out[name] = 0
+        except OSError as e:
+            out[name] = e.errno
+    libc = ctypes.CDLL(None, use_errno=True)
+    out['ptrace'] = (libc.ptrace(16, pid, 0, 0), ctypes.get_errno())  # PTRACE_ATTACH
+    for p in (path, '/tmp', '/dev/shm', os.path.dirname(path)):
+        try:
+            out[p] = open(p).read() if p == path else os.listdir(p)
+        except OSError as e:
+            out[p] = e.errno
+    return out
+"""
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+def test_users_on_a_shared_dask_worker_cannot_reach_each_others_processes_or_files(api, dask_workers):
+    alice, bob = api.user("ALICE"), api.user("BOB")
+    api.script(alice, "secret", SECRET)
+    api.script(bob, "pry", PRY)
+    thread, answer = in_thread(lambda: api.run(alice, "do-eval", "secret"))
+    (name,) = wait_for(lambda: [d for d in datastores(api, alice) if d.startswith("pid_")], timeout=120)  # type: ignore[misc]
+    pid = int(name.removeprefix("pid_"))
+    path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), "secret.txt")  # the test runs as the host; Bob guesses it
+    r = api.run(bob, "do-eval", "pry", {"parameters": json.dumps({"pid": pid, "path": path})})
+    assert r.status_code == 200, r.text
+    out = r.json()["result"]
+    for sig in (0, 19, 9):
+        assert out[f"kill{sig}"] == 1, out  # EPERM
+    for key in ("environ", "mem", "cmdline", "cwd/secret.txt", "root", path, "/tmp", "/dev/shm", os.path.dirname(path)):
+        assert out[key] in (1, 2, 13), (key, out)  # EPERM, ENOENT or EACCES: never the secret
+    assert out["ptrace"][0] == -1
+    save_datastore(api, alice, "release")
+    thread.join(timeout=120)
+    assert answer and answer[0].status_code == 200 and answer[0].json() == {"result": "alive"}, answer
+
+
+HOLD = """def hold(i):
+    import oml, os, time
+    oml.ds.save({'n': 1}, 'held_' + str(i), overwrite=True)
+    while len(oml.ds.dir(name='release')) == 0:
+        time.sleep(0.05)
+    return i
+"""
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+def test_one_user_cannot_take_every_dask_slot(api, dask_workers):
+    change_settings(api.services, worker_wait_s=2.0)
+    alice, bob = api.user("ALICE"), api.user("BOB")
+    api.script(alice, "hold", HOLD)
+    api.script(bob, "ok", "def ok():\n    return 'fine'\n")
+    body = {"times": 8, "parallelFlag": True, "service": "HIGH"}
+    thread, answer = in_thread(lambda: api.run(alice, "index-apply", "hold", body))
+    wait_for(lambda: len([d for d in datastores(api, alice) if d.startswith("held_")]) >= 2, timeout=120)
+    share = dask_workers._share()
+    assert dask_workers.stats()["slots"] > share and busy_on_dask(dask_workers) == share  # Alice at her share
+    r = api.run(bob, "do-eval", "ok")  # Bob gets a slot while Alice holds hers
+    assert r.status_code == 200 and r.json() == {"result": "fine"}, r.text
+    save_datastore(api, alice, "release")
+    thread.join(timeout=300)
+    assert answer and answer[0].status_code == 200, answer
+    assert [row for row in answer[0].json()["result"]] == list(range(1, 9))
+
+
+def test_forged_answers_from_a_dask_worker_are_refused():
+    task = Task(call_id="c", user="U", script_name="s", source="", kind="index", units=[Unit("1"), Unit("2")])
+
+    def answer(header: dict[str, Any], blobs: list[bytes] | None = None) -> bytes:
+        return msgpack.packb([msgpack.packb(header, use_bin_type=True), blobs or []], use_bin_type=True)
+
+    unit = {"name": "1", "ok": True, "value": 0}
+    forged = [
+        answer({"t": "results", "units": [{**unit, "name": "2"}]}),  # out of order
+        answer({"t": "results", "units": [unit, {**unit, "name": "2"}, {**unit, "name": "3"}]}),  # more than sent
+        answer({"t": "results", "units": []}),
+        answer({"t": "results", "units": [{**unit, "value": 5}]}),  # a blob that is not there
+        answer({"t": "status", "status": "empty"}),  # "empty" only ends a partition
+        answer({"t": "status", "status": "x" * 10_000, "message": "y" * 100_000}),
+        answer({"t": "http", "method": "GET", "path": "/"}),
+        msgpack.packb([msgpack.packb({"t": "results"}), [1]]),
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb(["header", []]),
+        b"\x80\x04K\x01.",  # a pickle
+    ]
+    for junk in forged:
+        with pytest.raises(WorkerDied) as e:
+            _read(junk, task)
+        assert len(str(e.value)) <= 2100
