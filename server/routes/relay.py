@@ -5,9 +5,11 @@ the same narrow token, the same read-only rule. Only a script token may use it. 
 
 from __future__ import annotations
 
+import functools
+
+import anyio
 import msgpack
 from fastapi import APIRouter, FastAPI, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
 from engines.errors import PoolBusy
@@ -17,6 +19,11 @@ from server.deps import CurrentUser, ServicesDep
 from server.errors import BadRequest
 
 router = APIRouter()
+
+#: Relayed requests this server serves at once, and at once for one user. Each holds a thread while the bridge
+#: serves it, from a pool of their own: the server's threads (anyio's default limiter) stay for everything else.
+RELAY_THREADS = 16
+RELAY_THREADS_PER_USER = 8
 
 
 @router.post(RELAY_PATH, include_in_schema=False)
@@ -42,9 +49,25 @@ async def relay(request: Request, caller: CurrentUser, services: ServicesDep) ->
     except Exception:  # noqa: BLE001 - whatever fails to decode is a bad request
         raise BadRequest("The relayed request is not [method, path, headers, body, read_only] in msgpack") from None
     token = request.headers["authorization"].split(" ", 1)[1].strip()
-    _, status, out_headers, out_body = await run_in_threadpool(bridge.handle, message, lambda: token, read_only)
+    serve = functools.partial(bridge.handle, message, lambda: token, read_only)
+    total, mine = _limiters(request.app, caller.name)
+    async with mine:  # the rest wait here, holding no thread
+        _, status, out_headers, out_body = await anyio.to_thread.run_sync(serve, limiter=total)
     packed = msgpack.packb([status, [list(h) for h in out_headers], out_body], use_bin_type=True)
     return Response(packed, media_type=RELAY_MEDIA_TYPE)
+
+
+def _limiters(app: FastAPI, user: str) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
+    """The server's limiter of relay threads, and the user's share of it (made on first use, in the app's loop)."""
+    limiters: tuple[anyio.CapacityLimiter, dict[str, anyio.CapacityLimiter]] | None
+    limiters = getattr(app.state, "relay_limiters", None)
+    if limiters is None:
+        limiters = (anyio.CapacityLimiter(RELAY_THREADS), {})
+        app.state.relay_limiters = limiters
+    total, per_user = limiters
+    if user not in per_user:
+        per_user[user] = anyio.CapacityLimiter(RELAY_THREADS_PER_USER)
+    return total, per_user[user]
 
 
 def install(app: FastAPI) -> None:

@@ -20,8 +20,10 @@ from engines.dask.engine import _read
 from engines.pool import WorkerDied
 from engines.protocol import Task, Unit
 from server.bridge import BRIDGE_CLIENT
+from server.routes.relay import RELAY_THREADS_PER_USER
 from tests.conftest import Api, change_settings, wait_for
 from tests.server.test_dask_engine import (
+    _relay,
     _script_token,
     busy_on_dask,
     live,
@@ -119,6 +121,50 @@ def test_the_relay_refuses_what_comes_through_the_bridge(api):
     assert "may not use the relay" in r.json()["errorMessage"]
     r = api.client.post(RELAY_PATH, headers=headers, content=request)  # a Dask worker's request still passes
     assert r.status_code == 200 and r.headers["content-type"] == RELAY_MEDIA_TYPE, r.text
+
+
+#: Relayed requests in flight at once in the flood below: more than the server's threads (anyio's default, 40).
+FLOOD = 60
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("engine", ["local"])
+def test_a_flood_of_slow_relayed_requests_takes_neither_the_servers_threads_nor_other_users_relay(api, monkeypatch):
+    """Each relayed request held one of the server's threads while the bridge served it, so a user with as many
+    pyqd processes in the cluster as the server has threads (each making one slow `import oml` request) stopped
+    every route that needs a thread, for everyone."""
+    alice, bob = api.user("ALICE"), api.user("BOB")
+    save_datastore(api, bob, "mine")
+    alices, bobs = _script_token(api, "ALICE", alice), _script_token(api, "BOB", bob)
+    bridge = api.services.bridge
+    assert bridge is not None
+    served, release = threading.Semaphore(0), threading.Event()
+    real = bridge.handle
+
+    def slow(message: Any, token: Any, read_only: bool = False) -> Any:  # Alice's requests are slow ones
+        if token() == alices:
+            served.release()
+            release.wait(120)
+        return real(message, token, read_only)
+
+    monkeypatch.setattr(bridge, "handle", slow)
+    listing = ["GET", f"{PYQD}/datastores", [], b"", False]
+    flood = [in_thread(lambda: _relay(api, alices, listing)) for _ in range(FLOOD)]
+    try:
+        for _ in range(RELAY_THREADS_PER_USER):  # the relay is busy with Alice's requests
+            assert served.acquire(timeout=60)
+        probe, answer = in_thread(lambda: api.client.get(f"{PYQD}/datastores", headers=bob))
+        probe.join(timeout=30)
+        assert answer and answer[0].status_code == 200, "the server's threads were all held by relayed requests"
+        probe, answer = in_thread(lambda: _relay(api, bobs, listing))
+        probe.join(timeout=30)
+        assert answer and answer[0].status_code == 200, "Alice's requests took all of the relay"
+        assert msgpack.unpackb(answer[0].content)[0] == 200
+    finally:
+        release.set()
+        for thread, _ in flood:
+            thread.join(timeout=120)
+    assert all(out and out[0].status_code == 200 for _, out in flood)
 
 
 #: Tries what a script's token must not reach, through the relay; returns each answer's status.
