@@ -213,7 +213,9 @@ def run_task(key: str, task: Task, data: list[bytes], timeout_s: float, relay: R
 def run_partition_task(
     key: str, task: Task, partition: Partition, rows: int, timeout_s: float, relay: RelayAccess | None
 ) -> bytes:
-    """A Dask task: one partition of a row-apply input, read and run here. Never raises."""
+    """A Dask task: one partition of a row-apply input, read and run here. Never raises. A plain function, so Dask
+    runs it in one of the worker's threads: a coroutine would run on the Dask worker's event loop and, blocking for
+    the whole partition, stop that worker talking to anyone (other users' tasks, cancellations, heartbeats)."""
     try:
         host = _host()
         if host is None:

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import msgpack
+import pandas as pd
 import pytest
 
 from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
@@ -316,6 +317,99 @@ def test_one_user_cannot_take_every_dask_slot(api, dask_workers):
     thread.join(timeout=300)
     assert answer and answer[0].status_code == 200, answer
     assert [row for row in answer[0].json()["result"]] == list(range(1, 9))
+
+
+# -- a partitioned read and everyone else on its Dask worker ----------------------------------------------------
+ROWS_HOLD = """def hold(d):
+    import oml, time
+    oml.ds.save({'n': 1}, 'started', overwrite=True)
+    while len(oml.ds.dir(name='release')) == 0:
+        time.sleep(0.05)
+    return d
+"""
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+def test_a_partitioned_read_does_not_stop_its_dask_worker_for_everyone_else(api, dask_workers):
+    """A partition task was a coroutine that blocked its Dask worker's event loop for the whole partition: the
+    worker answered nobody (other users' tasks, cancellations, the scheduler's heartbeats) until it ended."""
+    change_settings(api.services, partition_min_rows=1_000)
+    alice, bob = api.user("ALICE"), api.user("BOB")
+    api.table(alice, "BIG", pd.DataFrame({"ID": range(20_000)}))
+    api.script(alice, "hold", ROWS_HOLD)
+    api.script(bob, "ok", "def ok():\n    return 'fine'\n")
+    body = {
+        "input": "select ID from BIG",
+        "rows": 5000,
+        "parallelFlag": True,
+        "parameters": '{"oml_input_type":"pandas.DataFrame"}',
+    }
+    thread, answer = in_thread(lambda: api.run(alice, "row-apply", "hold", body))
+    try:
+        wait_for(lambda: "started" in datastores(api, alice), timeout=120)
+        keys = wait_for(
+            lambda: [k for ks in dask_workers.client().processing().values() for k in ks if "-p" in str(k)],
+            timeout=60,
+        )
+        assert keys  # partition tasks are running
+        pinged, pids = in_thread(lambda: dask_workers.client().run(os.getpid))
+        pinged.join(timeout=30)
+        assert pids and isinstance(pids[0], dict) and len(pids[0]) == 2, "a Dask worker stopped answering"
+        bobs, got = in_thread(lambda: api.run(bob, "do-eval", "ok"))
+        bobs.join(timeout=60)
+        assert got and got[0].status_code == 200 and got[0].json() == {"result": "fine"}, got
+    finally:
+        save_datastore(api, alice, "release")
+        thread.join(timeout=300)
+    assert answer and answer[0].status_code == 200, answer
+    assert [row["ID"] for row in answer[0].json()["result"]] == list(range(20_000))
+
+
+def call_roles(api: Api) -> list[str]:
+    """The partitioned reads' login roles that exist now in the test's database cluster, for this database."""
+    import psycopg
+
+    prefix = api.services.user_data.role_prefix + "_c_"
+    with psycopg.connect(api.services.engine.url.set(drivername="postgresql").render_as_string(False)) as conn:
+        rows = conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)).fetchall()
+    return [name for (name,) in rows]
+
+
+SLEEP_ROWS = "def nap(d):\n    import time\n    time.sleep(600)\n    return d\n"
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+def test_a_partitioned_call_that_fails_early_leaves_no_database_role(api, dask_workers):
+    """The plan (a LOGIN role, an exported snapshot) is made before workers are taken: a call refused for want of
+    workers, or stopped by its time limit, must drop it all the same."""
+    change_settings(api.services, partition_min_rows=1_000, worker_wait_s=1.0, sync_time_limit_s=5.0)
+    alice = api.user("ALICE")
+    api.table(alice, "BIG", pd.DataFrame({"ID": range(20_000)}))
+    api.script(alice, "nap", SLEEP_ROWS)
+    api.script(alice, "hold", HOLD)
+    body = {
+        "input": "select ID from BIG",
+        "rows": 5000,
+        "parallelFlag": True,
+        "parameters": '{"oml_input_type":"pandas.DataFrame"}',
+    }
+    r = api.run(alice, "row-apply", "nap", body)  # the time limit
+    assert r.status_code == 400 and r.json()["errorCode"] == 1040, r.text
+    assert call_roles(api) == []
+    change_settings(api.services, sync_time_limit_s=120.0)
+    job = api.client.post(
+        "/oml/api/py-scripts/v1/index-apply/hold",
+        headers=alice,
+        json={"times": 8, "parallelFlag": True, "service": "HIGH", "asyncFlag": True},
+    )
+    assert job.status_code == 201, job.text
+    wait_for(lambda: len([d for d in datastores(api, alice) if d.startswith("held_")]) >= dask_workers._share(), 120)
+    r = api.run(alice, "row-apply", "nap", body)  # Alice holds her share: no worker for this call
+    assert r.status_code == 503 and r.json()["errorCode"] == 1503, r.text
+    assert call_roles(api) == []
+    save_datastore(api, alice, "release")
+    status = f"/oml/api/{job.headers['location'].split('/api/', 1)[1]}"
+    wait_for(lambda: api.client.get(status, headers=alice).status_code == 302, timeout=120)  # the job is done
 
 
 def test_forged_answers_from_a_dask_worker_are_refused():
