@@ -38,6 +38,8 @@ log = logging.getLogger("pyqd.tables")
 
 #: Connections a call's role may open beyond one per partition (a retried partition, a slow close).
 CONNECTION_SLACK = 2
+#: Milliseconds dropping a call role waits for a lock on what it owns (its sessions were ended just before).
+DROP_LOCK_TIMEOUT_MS = 10_000
 #: Seconds a reader waits for PostgreSQL to accept its connection.
 CONNECT_TIMEOUT_S = 10
 #: PostgreSQL 14 is the first to scan a ctid range without reading the whole table (TID Range Scan).
@@ -98,15 +100,20 @@ class PartitionedRead:
         return f"PartitionedRead(role={self.role!r}, partitions={len(self.partitions)})"
 
     def close(self) -> None:
-        """End the snapshot's transaction and drop the call's role, ending its sessions (idempotent)."""
+        """End the snapshot's transaction and drop the call's role, ending its sessions (idempotent). Never raises
+        for the database: the call's outcome stands, and a role left behind has expired by the time
+        `drop_stale_call_roles` drops it."""
         conn, self._snapshot_conn = self._snapshot_conn, None
         try:
             if conn is not None:
                 conn.close()  # rolls the snapshot's transaction back
         finally:
             if not self._dropped:  # a failed drop is tried again by the next close(), or by drop_stale_call_roles
-                _drop_call_role(self._store, self.role)
-                self._dropped = True
+                try:
+                    _drop_call_role(self._store, self.role)
+                    self._dropped = True
+                except psycopg.Error as e:
+                    log.warning("could not drop call role %s (%s); it expires by itself", self.role, e)
 
     def __enter__(self) -> PartitionedRead:
         return self
@@ -200,9 +207,14 @@ def drop_stale_call_roles(store: object) -> list[str]:
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND rolcanlogin AND rolvaliduntil < now()",
             (store.role_prefix + _CALL_INFIX,),
         ).fetchall()
+    dropped = []
     for (role,) in stale:
-        _drop_call_role(store, role)
-    return [r for (r,) in stale]
+        try:  # one role that cannot go must not stop the others (nor the server's start)
+            _drop_call_role(store, role)
+            dropped.append(role)
+        except psycopg.Error as e:
+            log.warning("could not drop stale call role %s (%s)", role, e)
+    return dropped
 
 
 def _blocks_to_read(store: PostgresStore, ref: TableRef, caller_role: str, min_rows: int, counted: int) -> int | None:
@@ -334,21 +346,55 @@ def _export_snapshot(store: PostgresStore, ttl_s: float) -> tuple[psycopg.Connec
 
 
 def _drop_call_role(store: PostgresStore, role: str) -> None:
-    """Drop a call role (if it exists), then end the sessions it still has."""
+    """Drop a call role (if it exists) with what it owns, after ending its sessions. Any role may create large
+    objects and set default privileges for itself, with no right granted, and either blocks DROP ROLE; so does
+    anything it made in another database of the cluster (PUBLIC may connect to each by default). Such a role is
+    disarmed instead: no login, no membership, so it reads nothing and is no longer taken for a stale one."""
+    name = sql.Identifier(role)
     with store._conn() as conn:
         row = conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-    if row is None:
+        if row is None:
+            return
+        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(name))  # no new session from here on
+    _end_sessions(store, role, row[0])  # first: a session holding a lock on what the role owns would stall the drop
+    try:
+        with store._conn() as conn:
+            conn.execute(f"SET LOCAL lock_timeout = {DROP_LOCK_TIMEOUT_MS}")
+            if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+                conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(name))  # DROP OWNED needs the role's rights
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+            conn.execute(sql.SQL("DROP ROLE {}").format(name))
+    except psycopg.errors.UndefinedObject:  # dropped meanwhile (by another server's drop_stale_call_roles)
         return
+    except psycopg.errors.DependentObjectsStillExist as e:
+        log.warning("call role %s owns objects in another database; disarmed, not dropped: %s", role, e)
+        _disarm_call_role(store, role)
+
+
+def _end_sessions(store: PostgresStore, role: str, oid: int) -> None:
     with store._conn() as conn:
-        pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE usesysid = %s", (row[0],)).fetchall()
-        for (pid,) in pids:  # a dropped role's sessions hold no rights, but they still hold connections
+        pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE usesysid = %s", (oid,)).fetchall()
+        for (pid,) in pids:
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
             except psycopg.errors.InsufficientPrivilege:
-                log.warning("cannot end the sessions of dropped call role %s (grant pg_signal_backend)", role)
+                log.warning("cannot end the sessions of call role %s (grant pg_signal_backend)", role)
                 return
+
+
+def _disarm_call_role(store: PostgresStore, role: str) -> None:
+    """Take a call role's login, password and memberships (what `_drop_call_role` does when DROP ROLE cannot)."""
+    name = sql.Identifier(role)
+    with store._conn() as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(name))
+        member_of = conn.execute(
+            "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
+            (role,),
+        ).fetchall()
+        for (group,) in member_of:
+            conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), name))
 
 
 def _conninfo(base: URL, role: str, password: str) -> str:
