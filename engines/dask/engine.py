@@ -11,8 +11,9 @@ seam (units, chunk order, assembly, print() capture, graphics, time limits, jobs
   (`distributed.scheduler.allowed-failures` = 1, set by whoever starts the scheduler, see docs/scaling.md); a
   second death is `KilledWorker`, the call fails with a clear error. Each task's answer is taken once, in the
   Runner's order, so no chunk is lost or counted twice.
-- **No pickle from the cluster**: the client is made with `deserializers=["msgpack"]`; a task answers plain bytes
-  (checked by `engines.wire.read_results` as a local worker's answer is) and never raises.
+- **No pickle from the cluster**: the client is made with `deserializers=["msgpack"]` and opens none of the other
+  pickles distributed's client would (`engines.dask.client`); a task answers plain bytes (checked by
+  `engines.wire.read_results` as a local worker's answer is) and never raises.
 - **Unreachable scheduler**: a supervisor thread keeps (re)connecting; until it is connected with at least one
   worker, `acquire` raises `ClusterUnavailable` at once (503 with Retry-After) and `problem()` says why (`/ready`).
 """
@@ -33,6 +34,7 @@ import msgpack
 
 from engines.channel import MAX_BLOBS, ChannelError, decode_header
 from engines.dask import RELAY_PATH
+from engines.dask.client import ClusterError
 from engines.dask.host import (
     PLUGIN_NAME,
     PyqdHost,
@@ -157,16 +159,16 @@ class DaskWorkers:
         self._set(len(workers), slots, None if workers else "the Dask cluster has no workers")
 
     def _connect(self) -> Any:
-        from distributed import Client
+        from engines.dask.client import connect
 
         target = self.config.scheduler
         kwargs: dict[str, Any] = dict(
             timeout=self.config.connect_timeout_s, set_as_default=False, deserializers=["msgpack"]
         )
         if "://" in target:
-            client = Client(target, **kwargs)
+            client = connect(target, **kwargs)
         else:
-            client = Client(scheduler_file=target, **kwargs)
+            client = connect(scheduler_file=target, **kwargs)
         client.register_plugin(PyqdHost(self.config.host), name=PLUGIN_NAME)
         log.info("connected to the Dask scheduler at %s", target)
         return client
@@ -401,7 +403,7 @@ def _read(answer: Any, task: Task, partition: bool = False) -> list[Result]:
 
 def _dask_failure(e: Exception) -> str:
     name = type(e).__name__
-    if name == "KilledWorker":
+    if name == "KilledWorker" or (isinstance(e, ClusterError) and e.killed):
         return "the Dask workers running this task died (it was tried on another worker, which died too)"
     if isinstance(e, TypeError) and "deserialize" in str(e):
         return "the Dask worker answered with a pickle, which pyqd refuses"

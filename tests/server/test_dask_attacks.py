@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -17,7 +19,9 @@ import pandas as pd
 import pytest
 
 from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
-from engines.dask.engine import _read
+from engines.dask.client import ClusterError, plain_exception
+from engines.dask.engine import DaskConfig, DaskWorkers, _dask_failure, _read
+from engines.dask.host import HostLimits
 from engines.pool import WorkerDied
 from engines.protocol import Task, Unit
 from server.bridge import BRIDGE_CLIENT
@@ -28,6 +32,7 @@ from tests.server.test_dask_engine import (
     _script_token,
     busy_on_dask,
     live,
+    own_cluster,
     save_datastore,
 )
 from tests.server.test_script_identity import MINE, PLANT
@@ -410,6 +415,121 @@ def test_a_partitioned_call_that_fails_early_leaves_no_database_role(api, dask_w
     save_datastore(api, alice, "release")
     status = f"/oml/api/{job.headers['location'].split('/api/', 1)[1]}"
     wait_for(lambda: api.client.get(status, headers=alice).status_code == 302, timeout=120)  # the job is done
+
+
+# -- a Dask worker that answers with pickles -----------------------------------------------------------------
+def _record(marker: str) -> Exception:
+    """Runs when a pickle made by `_Planted` is opened: notes the process that opened it. Returns an exception, as
+    the Dask worker checks that a failure's pickle opens to one before it sends it."""
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return RuntimeError("planted")
+
+
+class _Planted(Exception):
+    def __init__(self, marker: str) -> None:
+        super().__init__(marker)
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204 - unpickling this calls _record
+        return (_record, (self.marker,))
+
+
+def _raise_planted(marker: str, dask_worker: Any = None) -> None:
+    raise _Planted(marker)
+
+
+def _plant_result_types(marker: str, dask_worker: Any = None) -> bool:
+    """Make this Dask worker report every finished task's result type as a planted pickle (as a Dask worker whose
+    process was taken over would)."""
+    import distributed.worker_state_machine as wsm
+
+    real = wsm.pickle
+
+    class Planting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def dumps(*_: Any, **__: Any) -> bytes:
+            return pickle.dumps(_Planted(marker))
+
+    wsm.pickle = Planting()
+    return True
+
+
+def _warn_planted(marker: str, dask_worker: Any = None) -> bool:
+    dask_worker.log_event("warn", {"message": pickle.dumps(_Planted(marker))})
+    dask_worker.log_event("pyqd-probe", "after")
+    return True
+
+
+def opened_here(marker: Any) -> bool:
+    return marker.exists() and str(os.getpid()) in marker.read_text().split()
+
+
+@pytest.fixture
+def hostile_cluster() -> Iterator[DaskWorkers]:
+    """The Dask engine on a cluster of its own (one Dask worker, to be made hostile)."""
+    with own_cluster(n_workers=1) as cluster:
+        workers = DaskWorkers(
+            DaskConfig(scheduler=cluster.scheduler_address, api_url="http://127.0.0.1:9", host=HostLimits(warm=0))
+        )
+        workers.start(wait_s=60)
+        assert workers.problem() is None, workers.problem()
+        try:
+            yield workers
+        finally:
+            workers.close()
+
+
+# `deserializers=["msgpack"]` keeps results from being unpickled, but distributed's client also unpickled the result
+# type of every finished task, a failed task's exception, the errors of Client.run and `warn` events: whoever held a
+# Dask worker ran code in every API server (the database's credentials, the signing key). `engines.dask.client`.
+def test_a_hostile_dask_workers_failed_task_is_not_unpickled(hostile_cluster, tmp_path):
+    marker = tmp_path / "errored"
+    future = hostile_cluster.client().submit(_raise_planted, str(marker), pure=False)
+    with pytest.raises(ClusterError):
+        future.result(timeout=60)
+    assert not opened_here(marker)
+
+
+def test_a_hostile_dask_workers_error_in_client_run_is_not_unpickled(hostile_cluster, tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(ClusterError):
+        hostile_cluster.client().run(_raise_planted, str(marker))
+    assert not opened_here(marker)
+
+
+def test_a_hostile_dask_workers_warn_event_is_not_unpickled(hostile_cluster, tmp_path):
+    marker = tmp_path / "warned"
+    client = hostile_cluster.client()
+    seen = threading.Event()
+    client.subscribe_topic("pyqd-probe", lambda event: seen.set())
+    client.run(_warn_planted, str(marker))
+    assert seen.wait(60)  # the event after the planted `warn` arrived: the `warn` was handled (or dropped) first
+    assert not opened_here(marker)
+
+
+def test_a_hostile_dask_workers_result_types_are_not_unpickled(hostile_cluster, tmp_path):
+    marker = tmp_path / "typed"
+    client = hostile_cluster.client()
+    assert client.run(_plant_result_types, str(marker))
+    assert client.submit(bytes, 3, pure=False).result(timeout=60) == b"\0\0\0"
+    assert not opened_here(marker)
+
+
+def test_a_task_given_up_after_its_workers_died_is_still_told_apart(tmp_path):
+    from distributed.protocol import pickle as dask_pickle
+    from distributed.scheduler import KilledWorker
+
+    _, error, traceback = plain_exception(dask_pickle.dumps(KilledWorker("k", "tcp://w", 1)))
+    assert isinstance(error, ClusterError) and error.killed and traceback is None
+    assert "died" in _dask_failure(error)
+    marker = tmp_path / "planted"
+    _, error, _ = plain_exception(pickle.dumps(_Planted(str(marker))), exception_text="ValueError('x')")
+    assert isinstance(error, ClusterError) and not error.killed and str(error) == "ValueError('x')"
+    assert not marker.exists()
 
 
 def test_forged_answers_from_a_dask_worker_are_refused():
