@@ -56,6 +56,8 @@ log = logging.getLogger("pyqd.dask")
 SUPERVISE_S = 0.5
 #: Seconds a task's answer is awaited per look (the call's deadline and a lost connection are checked between).
 POLL_S = 0.25
+#: What users and /ready are told while the scheduler cannot be reached (its address is for the log only).
+UNREACHABLE = "the Dask scheduler cannot be reached"
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class DaskWorkers:
         if client is not None and client.status != "running":
             log.warning("lost the Dask scheduler at %s (%s); reconnecting", self.config.scheduler, client.status)
             self._client = None
-            self._set(0, 0, "the Dask scheduler cannot be reached")
+            self._set(0, 0, UNREACHABLE)
             try:
                 client.close(timeout=1)
             except Exception:  # noqa: BLE001
@@ -149,8 +151,10 @@ class DaskWorkers:
         if client is None:
             try:
                 client = self._connect()
-            except Exception as e:  # noqa: BLE001 - unreachable: say so, try again
-                self._set(0, 0, f"the Dask scheduler at {self.config.scheduler} cannot be reached ({type(e).__name__})")
+            except Exception as e:  # noqa: BLE001 - unreachable: say so (its address only in the log), try again
+                if self._problem != UNREACHABLE:
+                    log.warning("the Dask scheduler at %s cannot be reached (%s)", self.config.scheduler, e)
+                self._set(0, 0, UNREACHABLE)
                 return
             self._client = client
         info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()

@@ -31,6 +31,7 @@ from tests.server.test_dask_engine import (
     _relay,
     _script_token,
     busy_on_dask,
+    dask_api,
     live,
     own_cluster,
     save_datastore,
@@ -556,3 +557,21 @@ def test_forged_answers_from_a_dask_worker_are_refused():
         with pytest.raises(WorkerDied) as e:
             _read(junk, task)
         assert len(str(e.value)) <= 2100
+
+
+# -- what the cluster's problems tell the world ----------------------------------------------------------------
+def test_the_schedulers_address_is_not_told_to_users_or_to_ready(sqlite_settings, live):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with dask_api(sqlite_settings, live, f"tcp://127.0.0.1:{port}") as (api, _):
+        ready = api.client.get("/ready")
+        assert ready.status_code == 503 and "cannot be reached" in ready.text
+        alice = api.user("ALICE")
+        api.script(alice, "ok", "def ok():\n    return 1\n")
+        r = api.run(alice, "do-eval", "ok")
+        assert r.status_code == 503 and "Dask scheduler" in r.json()["errorMessage"], r.text
+        for text in (ready.text, r.text):
+            assert str(port) not in text and "127.0.0.1" not in text, text
