@@ -21,8 +21,7 @@ import pytest
 from engines.dask import RELAY_MEDIA_TYPE, RELAY_PATH
 from engines.dask.client import ClusterError, plain_exception
 from engines.dask.engine import DaskConfig, DaskWorkers, _dask_failure, _read
-from engines.dask.host import HostLimits
-from engines.pool import WorkerDied
+from engines.pool import PoolSettings, WorkerDied
 from engines.protocol import Task, Unit
 from server.bridge import BRIDGE_CLIENT
 from server.routes.relay import RELAY_THREADS_PER_USER
@@ -474,7 +473,7 @@ def hostile_cluster() -> Iterator[DaskWorkers]:
     """The Dask engine on a cluster of its own (one Dask worker, to be made hostile)."""
     with own_cluster(n_workers=1) as cluster:
         workers = DaskWorkers(
-            DaskConfig(scheduler=cluster.scheduler_address, api_url="http://127.0.0.1:9", host=HostLimits(warm=0))
+            DaskConfig(scheduler=cluster.scheduler_address, api_url="http://127.0.0.1:9", host=PoolSettings(warm=0))
         )
         workers.start(wait_s=60)
         assert workers.problem() is None, workers.problem()
