@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import pickle
+import re
 import secrets
 import shutil
 import signal
@@ -130,7 +131,7 @@ def serve_cluster(n_workers: int, address_file: str) -> None:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        scheduler_kwargs={"dashboard": False},
+        dashboard_address=":0",  # a free port: another cluster on this machine may hold 8787
         env=dict(THREADS_ENV),
     ) as cluster:
         tmp = address_file + ".tmp"
@@ -190,8 +191,9 @@ def _cpu(p: psutil.Process, children: bool = True) -> float:
     return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
 
 
-#: Process groups, in report order.
+#: Process groups, in report order; "other processes" is the machine's busy CPU time less the groups'.
 GROUPS_CPU = ("API server", "local pyqd workers", "Dask scheduler", "Dask workers + their pyqd", "PostgreSQL", "client")
+OTHERS = "other processes"
 
 
 class CpuSplit:
@@ -219,13 +221,16 @@ class CpuSplit:
         for p in psutil.process_iter(["name"]):
             if p.info["name"] == "postgres":
                 out[p.pid] = ("PostgreSQL", _cpu(p))
+        m = psutil.cpu_times()  # Linux: guest time is counted in user already; idle, iowait and steal are not busy
+        out[0] = (OTHERS, m.user + m.nice + m.system + getattr(m, "irq", 0.0) + getattr(m, "softirq", 0.0))
         return out
 
     @staticmethod
     def diff(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-        spent = dict.fromkeys(GROUPS_CPU, 0.0)
+        spent = dict.fromkeys((*GROUPS_CPU, OTHERS), 0.0)
         for pid, (group, seconds) in after.items():
             spent[group] += max(0.0, seconds - before.get(pid, (group, 0.0))[1])
+        spent[OTHERS] = max(0.0, spent[OTHERS] - sum(spent[g] for g in GROUPS_CPU))
         return spent
 
 
@@ -349,7 +354,7 @@ class Pyqd:
 
     def read(self, table: str, chunk: int, workers: int) -> int:
         parts: list[bytes] = []
-        self.call("row-apply", "count", _row_body(table, chunk, workers, columns=["ID", *FEATURES]), parts.append)
+        self.call("row-apply", "count", _row_body(table, chunk, workers), parts.append)
         return _sum_counts(json.loads(b"".join(parts)))
 
     def groups(self, table: str, column: str, workers: int) -> int:
@@ -371,8 +376,9 @@ class Pyqd:
         self.http.close()
 
 
-def _row_body(table: str, chunk: int, workers: int, columns: list[str] | None = None) -> dict[str, Any]:
-    cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+def _row_body(table: str, chunk: int, workers: int) -> dict[str, Any]:
+    """A row-apply of ID, F1..F3 (what dask.dataframe reads too: its index and the features)."""
+    cols = ", ".join(f'"{c}"' for c in ("ID", *FEATURES))
     return {
         "input": f'select {cols} from "{table}"',
         "rows": chunk,
@@ -585,11 +591,11 @@ def run(args: argparse.Namespace, command: str) -> str:
                 res.groups[label] = measure(variants, GROUPS, args.reps, split, f"groups {label}", warmup=True)
             res.rss_hwm = {k: _vm_hwm(v.proc.pid) for k, v in srv.items()}
             if args.profile:
-                log("-- profile (py-spy), Dask engine, 2 workers, scoring")
+                log(f"-- profile (py-spy), Dask engine, 2 workers, scoring {sizes[-1]:,} rows")
                 res.profile = profile(
                     srv["dask2"].proc.pid,
                     c2.worker_pids()[0],
-                    partial(pq["dask2"].score, sources[sizes[0]].table, chunk, 2),
+                    partial(pq["dask2"].score, sources[sizes[-1]].table, chunk, 2),
                     work,
                 )
     finally:
@@ -673,7 +679,7 @@ def profile(server_pid: int, worker_pid: int, call: Callable[[], int], out_dir: 
     t = time.perf_counter()
     call()
     seconds = time.perf_counter() - t
-    out = [f"One scoring call of the first size, {seconds:.1f} s, py-spy at 100 Hz (threads not idle):", ""]
+    out = [f"One scoring call of the larger table, {seconds:.1f} s, py-spy at 100 Hz (threads not idle):", ""]
     for label, path, proc in recorders:
         proc.send_signal(signal.SIGINT)
         try:
@@ -694,10 +700,14 @@ def profile(server_pid: int, worker_pid: int, call: Callable[[], int], out_dir: 
 
 
 def _relabel(line: str) -> str:
-    """summarize() calls a non-pyqd-worker process "server"; here it is the Dask worker."""
-    if line.startswith("server, "):
-        return "Dask worker" + line[len("server") :]
-    return line.replace(": server ", ": Dask worker ") if line[:1].isdigit() else line
+    """summarize() calls pyqd's processes "worker" and any other "server"; under a Dask worker, say which is which."""
+    for was, now in (("server", "Dask worker"), ("worker", "pyqd processes")):
+        if line.startswith(f"{was}, "):
+            return now + line[len(was) :]
+    if line[:1].isdigit():  # the first line: "N samples (...): worker 50.0%, server 50.0%"
+        line = re.sub(r"\bworker (?=\d)", "pyqd processes ", line)
+        line = re.sub(r"\bserver (?=\d)", "Dask worker ", line)
+    return line
 
 
 # --- the report ------------------------------------------------------------------------------------------------
@@ -799,7 +809,8 @@ def render(res: Results) -> str:
         "### Where the CPU went (the median run; CPU seconds per process group)",
         "",
         "A process group's CPU is read from `/proc` before and after the run (psutil: a process's own time, plus "
-        "the time of children it reaped). `cores busy` = all groups' CPU ÷ wall time; the machine has 2.",
+        "the time of children it reaped). `cores busy` = these groups' CPU ÷ wall time; the machine has 2. "
+        f"`{OTHERS}`: the machine's busy CPU time (`/proc/stat`) less these groups' (other work on the machine).",
         "",
         cpu_table(res),
         "",
@@ -901,12 +912,12 @@ def targets(res: Results) -> str:
 
 
 def cpu_table(res: Results) -> str:
-    header = ["work", "rows", "system", "workers", "wall s", *GROUPS_CPU, "total", "cores busy"]
+    header = ["work", "rows", "system", "workers", "wall s", *GROUPS_CPU, "total", "cores busy", OTHERS]
     table = []
     for (work_kind, size), got in res.rows.items():
         for r in got.values():
             run = r.median_run
-            total = sum(run.cpu.values())
+            total = sum(run.cpu[g] for g in GROUPS_CPU)
             table.append(
                 [
                     work_kind,
@@ -917,6 +928,7 @@ def cpu_table(res: Results) -> str:
                     *(f"{run.cpu[g]:.1f}" for g in GROUPS_CPU),
                     f"{total:.1f}",
                     f"{total / run.seconds:.2f}",
+                    f"{run.cpu[OTHERS]:.1f}",
                 ]
             )
     return markdown_table(header, table)
