@@ -165,7 +165,9 @@ def _model_scoring(args: argparse.Namespace) -> str:
 
 def _scale_out(args: argparse.Namespace) -> str:
     """bench.scaleout with this run's --rows (and 5 × that) and --reps, with the py-spy profile."""
-    ns = argparse.Namespace(rows=args.rows, scale=5, chunk=0, reps=args.reps, profile=True, keep=False, out=None)
+    ns = argparse.Namespace(
+        rows=args.rows, scale=5, chunk=0, reps=args.reps, profile=True, keep=False, source=None, out=None
+    )
     return scaleout.run(ns, command=f"python -m bench.run --only scale-out --rows {args.rows} --reps {args.reps}")
 
 

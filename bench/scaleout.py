@@ -60,8 +60,8 @@ FEATURES = ["F1", "F2", "F3"]
 GROUPS = 100
 #: Seconds a call may take (sync calls; the server's own limit is raised to match).
 CALL_LIMIT_S = 3600
-#: API server RSS samples per second.
-RSS_HZ = 20
+#: Samples per second of the API server's RSS and of the database's backends' CPU.
+SAMPLE_HZ = 10
 
 SCORE = f"""_MODEL = []
 
@@ -152,12 +152,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(n_workers: int, work: Path) -> Iterator[Cluster]:
+def cluster(n_workers: int, work: Path, source: str | None = None) -> Iterator[Cluster]:
+    """A cluster of `n_workers` in its helper process (running pyqd from checkout `source` if given)."""
     from distributed import Client
 
     address_file = work / f"cluster-{n_workers}.address"
     code = f"from bench.scaleout import serve_cluster; serve_cluster({n_workers}, {str(address_file)!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env={**os.environ, **THREADS_ENV})
+    env = {**os.environ, **THREADS_ENV, **({"PYTHONPATH": source} if source else {})}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=env, cwd=source)
     try:
         deadline = time.monotonic() + 120
         while not address_file.exists():
@@ -196,15 +198,17 @@ GROUPS_CPU = ("API server", "local pyqd workers", "Dask scheduler", "Dask worker
 OTHERS = "other processes"
 
 
-class CpuSplit:
-    """Where the CPU went during one run: per group, the CPU seconds of its processes at the end minus at the
-    start (a process that starts during the run counts whole; one that ends is counted by its parent once reaped).
-    Server and cluster roots are given; PostgreSQL is every process named `postgres`."""
+@dataclass(frozen=True)
+class Processes:
+    """Whose CPU a run counts: the API servers and cluster helpers (roots of their trees), and the benchmark
+    database's PostgreSQL backends (found by their process title, which names the database)."""
 
-    def __init__(self, servers: list[int], clusters: list[int]) -> None:
-        self.servers, self.clusters = servers, clusters
+    servers: list[int]
+    clusters: list[int]
+    database: str
 
     def snapshot(self) -> dict[int, tuple[str, float]]:
+        """pid -> (group, CPU seconds so far) for the trees, and the machine's busy CPU seconds under pid 0."""
         out: dict[int, tuple[str, float]] = {os.getpid(): ("client", _cpu(psutil.Process(), children=False))}
         for roots, own, kids in (
             (self.servers, "API server", "local pyqd workers"),
@@ -218,48 +222,76 @@ class CpuSplit:
                         out[child.pid] = (kids, _cpu(child))
                     t = root.cpu_times()  # children it reaped count for its descendants' group
                     out[-pid] = (kids, t.children_user + t.children_system)
-        for p in psutil.process_iter(["name"]):
-            if p.info["name"] == "postgres":
-                out[p.pid] = ("PostgreSQL", _cpu(p))
         m = psutil.cpu_times()  # Linux: guest time is counted in user already; idle, iowait and steal are not busy
         out[0] = (OTHERS, m.user + m.nice + m.system + getattr(m, "irq", 0.0) + getattr(m, "softirq", 0.0))
         return out
 
-    @staticmethod
-    def diff(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-        spent = dict.fromkeys((*GROUPS_CPU, OTHERS), 0.0)
-        for pid, (group, seconds) in after.items():
-            spent[group] += max(0.0, seconds - before.get(pid, (group, 0.0))[1])
-        spent[OTHERS] = max(0.0, spent[OTHERS] - sum(spent[g] for g in GROUPS_CPU))
-        return spent
 
+class Meter:
+    """One run's measures: CPU per process group (trees read at the start and the end: a process that starts
+    during the run counts whole, one that ends is counted by its parent once reaped), the benchmark database's
+    PostgreSQL backends (sampled SAMPLE_HZ times a second: calls open short-lived connections, each counted up to
+    its last sample), and the peak RSS of `server_pid`."""
 
-class RssSampler:
-    """The peak RSS (MiB) of one process while the sampler runs, read RSS_HZ times a second."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0.0
+    def __init__(self, procs: Processes, server_pid: int | None) -> None:
+        self.procs = procs
+        self.server = psutil.Process(server_pid) if server_pid else None
+        self.rss_peak: float | None = None
+        self.cpu: dict[str, float] = {}
+        self._start: dict[int, tuple[str, float]] = {}
+        self._pg_start: dict[int, float] = {}
+        self._pg_last: dict[int, float] = {}
+        self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _read(self) -> None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
+    def _backends(self) -> dict[int, float]:
+        """CPU seconds of the benchmark database's backends now."""
+        out = {}
+        marker = f" {self.procs.database} "
+        for pid in psutil.pids():
+            try:
+                name = self._names.get(pid)
+                if name is None:
+                    name = self._names[pid] = psutil.Process(pid).name()
+                if name != "postgres":
+                    continue
+                p = psutil.Process(pid)
+                if marker in " ".join(p.cmdline()) + " ":
+                    out[pid] = _cpu(p, children=False)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return out
+
+    def _sample(self) -> None:
+        if self.server is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rss = self.server.memory_info().rss / 2**20
+                self.rss_peak = max(self.rss_peak or 0.0, rss)
+        self._pg_last.update(self._backends())
 
     def _run(self) -> None:
-        while not self._stop.wait(1 / RSS_HZ):
-            self._read()
+        while not self._stop.wait(1 / SAMPLE_HZ):
+            self._sample()
 
-    def __enter__(self) -> RssSampler:
-        self._read()
+    def __enter__(self) -> Meter:
+        self._start = self.procs.snapshot()
+        self._pg_start = self._backends()
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._read()
+        self._sample()
+        end = self.procs.snapshot()
+        spent = dict.fromkeys((*GROUPS_CPU, OTHERS), 0.0)
+        for pid, (group, seconds) in end.items():
+            spent[group] += max(0.0, seconds - self._start.get(pid, (group, 0.0))[1])
+        spent["PostgreSQL"] = sum(max(0.0, t - self._pg_start.get(pid, 0.0)) for pid, t in self._pg_last.items())
+        spent[OTHERS] = max(0.0, spent[OTHERS] - sum(spent[g] for g in GROUPS_CPU))
+        self.cpu = spent
 
 
 @dataclass
@@ -297,31 +329,43 @@ class Variant:
     server: Server | None = None
 
 
+#: Times a failed call is tried again (the failure is reported) before the run stops.
+RETRIES = 1
+
+
 def measure(
-    variants: list[Variant], expect: int, reps: int, split: CpuSplit, label: str, warmup: bool
+    variants: list[Variant], expect: int, reps: int, procs: Processes, label: str, warmup: bool, failures: list[str]
 ) -> dict[str, Row]:
     """`reps` rounds of every variant in a rotating order (after one warm-up each if `warmup`), every run
-    checked to produce `expect` rows or groups."""
+    checked to produce `expect` rows or groups. A call that fails is noted in `failures` and made again."""
     rows = {v.name: Row(v.name, v.system, v.workers) for v in variants}
+
+    def attempt(v: Variant) -> tuple[float, float, Meter]:
+        for tries in range(RETRIES + 1):
+            load = os.getloadavg()[0]
+            try:
+                with Meter(procs, v.server.proc.pid if v.server else None) as meter:
+                    t = time.perf_counter()
+                    got = v.run()
+                    seconds = time.perf_counter() - t
+                if got != expect:
+                    raise RuntimeError(f"{got} instead of {expect}")
+                return seconds, load, meter
+            except Exception as e:  # noqa: BLE001 - reported, then tried again or raised
+                failures.append(f"{label} / {v.name}: {str(e)[:400]}")
+                log(f"  FAILED {failures[-1]}")
+                if tries == RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
     if warmup:
         for v in variants:
-            got = v.run()
-            if got != expect:
-                raise RuntimeError(f"{label} / {v.name}: {got} instead of {expect}")
+            attempt(v)
     for r in range(reps):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
-            load = os.getloadavg()[0]
-            before = split.snapshot()
-            with contextlib.ExitStack() as stack:
-                sampler = stack.enter_context(RssSampler(v.server.proc.pid)) if v.server else None
-                t = time.perf_counter()
-                got = v.run()
-                seconds = time.perf_counter() - t
-            cpu = CpuSplit.diff(before, split.snapshot())
-            if got != expect:
-                raise RuntimeError(f"{label} / {v.name}: {got} instead of {expect}")
-            rows[v.name].runs.append(Run(seconds, load, cpu, sampler.peak if sampler else None))
+            seconds, load, meter = attempt(v)
+            rows[v.name].runs.append(Run(seconds, load, meter.cpu, meter.rss_peak))
         log(f"  {label} round {r + 1}/{reps}: " + ", ".join(f"{n} {x.runs[-1].seconds:.2f}s" for n, x in rows.items()))
     return rows
 
@@ -535,6 +579,7 @@ class Results:
     rows: dict[tuple[str, int], dict[str, Row]] = field(default_factory=dict)  # (work, size) -> variant -> row
     groups: dict[str, dict[str, Row]] = field(default_factory=dict)  # "uniform" | "Zipf" -> variant -> row
     rss_hwm: dict[str, float] = field(default_factory=dict)  # server -> VmHWM at the end, MiB
+    failures: list[str] = field(default_factory=list)  # calls that failed (and were made again)
     profile: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -559,10 +604,10 @@ def run(args: argparse.Namespace, command: str) -> str:
             s = stack.enter_context(store(work))
             sources = load_tables(s, sizes)
             log("== clusters and servers")
-            c1 = stack.enter_context(cluster(1, work))
-            c2 = stack.enter_context(cluster(2, work))
+            c1 = stack.enter_context(cluster(1, work, args.source))
+            c2 = stack.enter_context(cluster(2, work, args.source))
             srv = {
-                key: stack.enter_context(running_server(s.database_url, s.data_dir, True, None, **settings))
+                key: stack.enter_context(running_server(s.database_url, s.data_dir, True, args.source, **settings))
                 for key, settings in (
                     ("local", server_settings("local")),
                     ("dask1", server_settings("dask", c1.address)),
@@ -573,13 +618,14 @@ def run(args: argparse.Namespace, command: str) -> str:
             pq = {k: Pyqd(v) for k, v in srv.items()}
             for p in pq.values():
                 stack.callback(p.close)
-            split = CpuSplit([v.proc.pid for v in srv.values()], [c1.proc.pid, c2.proc.pid])
+            database = (s.database_url or "").rsplit("/", 1)[1]
+            procs = Processes([v.proc.pid for v in srv.values()], [c1.proc.pid, c2.proc.pid], database)
             for i, rows in enumerate(sizes):
                 for work_kind in ("reading", "scoring"):
                     log(f"-- {work_kind}, {rows:,} rows")
                     variants = _row_variants(work_kind, pq, srv, sources[rows], chunk, model_path, [c1, c2])
                     res.rows[(work_kind, rows)] = measure(
-                        variants, rows, args.reps, split, f"{work_kind} {rows:,}", warmup=i == 0
+                        variants, rows, args.reps, procs, f"{work_kind} {rows:,}", i == 0, res.failures
                     )
             for label, column in (("uniform", "GU"), ("Zipf", "GZ")):
                 log(f"-- group-apply, {label}, {sizes[0]:,} rows")
@@ -588,7 +634,7 @@ def run(args: argparse.Namespace, command: str) -> str:
                     Variant(_name(system, w), system, w, partial(pq[key].groups, table, column, w), srv[key])
                     for key, system, w in PYQD_VARIANTS
                 ]
-                res.groups[label] = measure(variants, GROUPS, args.reps, split, f"groups {label}", warmup=True)
+                res.groups[label] = measure(variants, GROUPS, args.reps, procs, f"groups {label}", True, res.failures)
             res.rss_hwm = {k: _vm_hwm(v.proc.pid) for k, v in srv.items()}
             if args.profile:
                 log(f"-- profile (py-spy), Dask engine, 2 workers, scoring {sizes[-1]:,} rows")
@@ -757,10 +803,14 @@ def render(res: Results) -> str:
         "datastore once per pyqd process (dask.dataframe: from its pickle, once per Dask worker), ID and "
         f"prediction returned for every row as JSON. {res.reps} interleaved rounds (order rotating), median and "
         "min–max; every run's rows are counted. RSS: the API server process alone, sampled at "
-        f"{RSS_HZ} Hz during the run (psutil).",
+        f"{SAMPLE_HZ} Hz during the run (psutil).",
         "",
         f"Load average before / after: {m['load_before']} / {m['load_after']} (2 cores); other work seen at the "
-        f"start: {m['others']}.",
+        f"start: {m['others']}. Calls that failed (each made again, once): "
+        + ("; ".join(f"`{f}`" for f in res.failures) if res.failures else "none")
+        + ". The API servers' high-water RSS (VmHWM) at the end: "
+        + ", ".join(f"{k} {v:.0f} MiB" for k, v in res.rss_hwm.items())
+        + ".",
         "",
     ]
     header = ["rows", "system", "workers", "median s", "min–max s", "rows/s", "API server peak RSS MiB", "load"]
@@ -809,8 +859,11 @@ def render(res: Results) -> str:
         "### Where the CPU went (the median run; CPU seconds per process group)",
         "",
         "A process group's CPU is read from `/proc` before and after the run (psutil: a process's own time, plus "
-        "the time of children it reaped). `cores busy` = these groups' CPU ÷ wall time; the machine has 2. "
-        f"`{OTHERS}`: the machine's busy CPU time (`/proc/stat`) less these groups' (other work on the machine).",
+        "the time of children it reaped); PostgreSQL is the benchmark database's backends, sampled "
+        f"{SAMPLE_HZ} times a second (a short-lived connection counts up to its last sample). `cores busy` = "
+        f"these groups' CPU ÷ wall time; the machine has 2. `{OTHERS}`: the machine's busy CPU time "
+        "(`/proc/stat`) less these groups': other work on the machine, and PostgreSQL's shared background "
+        "processes (WAL writer, checkpointer).",
         "",
         cpu_table(res),
         "",
@@ -961,6 +1014,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="py-spy the Dask engine's server during one call")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (profiles, model)")
+    parser.add_argument("--source", help="run pyqd (servers and Dask workers) from another checkout")
     parser.add_argument("--out", help="write the section into this markdown file (replacing its old one)")
     args = parser.parse_args()
     text = run(args, "python -m bench.scaleout " + " ".join(sys.argv[1:]))
