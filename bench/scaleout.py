@@ -867,6 +867,17 @@ def render(res: Results) -> str:
         "",
         cpu_table(res),
         "",
+        "### What 2 cores can and cannot show",
+        "",
+        "Every process here shares the same 2 cores: a 2-worker run puts two Dask workers (each with its pyqd "
+        "process) beside the API server, PostgreSQL, the Dask scheduler, the benchmark client and any other work "
+        "on the machine (`other processes`, and the load average). The local engine's own 2/1 ratio is roughly the "
+        "ceiling this machine allows any engine; a 2/1 ratio near 1 with `cores busy` well under 2 means something "
+        "in the call runs one step at a time, near 2 busy cores means the machine is full. These numbers cannot "
+        "show scaling across machines (more cores, more network, PostgreSQL read bandwidth shared by many "
+        "readers), the cost of a real network (everything is on loopback), or the scheduler's task rate at many "
+        "workers; `docs/scaling.md` models those.",
+        "",
     ]
     if res.profile:
         out += ["### Profile: the Dask engine (2 workers), one scoring call", "", res.profile]
