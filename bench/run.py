@@ -2,7 +2,9 @@
 
 Every comparison runs side by side in one run, interleaved, with several repetitions; tables report the
 median, the spread (min–max) and the ratio pyqd / baseline. `--only model-scoring` (OML Services scoring against
-Flask and FastAPI, bench.scoring) rewrites only the last section of the file, "## Model scoring (issue 10)"."""
+Flask and FastAPI, bench.scoring) rewrites only the section "## Model scoring (issue 10)"; `--only scale-out` (the
+Dask engine against the local one and hand-written dask.dataframe, bench.scaleout, ~30 min at 1M rows) only
+"## Scale-out (issue 11)". A full run keeps the file's scale-out section unless it is asked for."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from bench.server import THREADS_ENV
 os.environ.update(THREADS_ENV)  # before numpy is imported anywhere
 
 from bench import baselines as bl  # noqa: E402
-from bench import data, report, resources, scoring, small, workloads  # noqa: E402
+from bench import data, report, resources, scaleout, scoring, small, workloads  # noqa: E402
 from bench.server import pg_database, running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,17 +60,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--only", default="scoring,groups,small,memory,cold,model-scoring")
+    parser.add_argument(
+        "--only", default="scoring,groups,small,memory,cold,model-scoring", help="also: scale-out (bench.scaleout)"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load-generator run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = parser.parse_args()
     only = set(args.only.split(","))
-    if only == {"model-scoring"}:
-        out = Path(args.out)
-        text = _model_scoring(args)
-        out.write_text(splice_section(out.read_text() if out.exists() else "", text))
+    out = Path(args.out)
+    if only <= {"model-scoring", "scale-out"}:  # sections of their own, spliced into the file
+        if "model-scoring" in only:
+            out.write_text(splice_section(out.read_text() if out.exists() else "", _model_scoring(args)))
+        if "scale-out" in only:
+            out.write_text(scaleout.splice(out.read_text() if out.exists() else "", _scale_out(args)))
         log(f"wrote {args.out}")
         return
+    previous = out.read_text() if out.exists() else ""
     started = time.perf_counter()
     sections: dict[str, object] = {"rows": args.rows, "reps": args.reps}
     work = Path(tempfile.mkdtemp(prefix="pyqd-bench-models-"))
@@ -131,7 +138,12 @@ def main() -> None:
     if "model-scoring" in only:
         log("-- model scoring (OML Services)")
         text = splice_section(text, _model_scoring(args))
-    Path(args.out).write_text(text)
+    if "scale-out" in only:
+        log("-- scale-out (Dask engine)")
+        text = scaleout.splice(text, _scale_out(args))
+    elif (kept := scaleout.section_of(previous)) is not None:
+        text = scaleout.splice(text, kept)
+    out.write_text(text)
     log(f"wrote {args.out} ({sections['seconds']:.0f} s)")
 
 
@@ -151,10 +163,17 @@ def _model_scoring(args: argparse.Namespace) -> str:
     return scoring.run(ns, command=command)
 
 
+def _scale_out(args: argparse.Namespace) -> str:
+    """bench.scaleout with this run's --rows (and 5 × that) and --reps, with the py-spy profile."""
+    ns = argparse.Namespace(
+        rows=args.rows, scale=5, chunk=0, reps=args.reps, profile=True, keep=False, source=None, out=None
+    )
+    return scaleout.run(ns, command=f"python -m bench.run --only scale-out --rows {args.rows} --reps {args.reps}")
+
+
 def splice_section(doc: str, section: str, title: str = scoring.TITLE) -> str:
-    """`doc` with its section `title` (and all after it: it is the last) replaced by `section`, or appended."""
-    head, found, _ = doc.partition(title)
-    return (head if found else doc.rstrip("\n") + "\n\n") + section.lstrip("\n")
+    """`doc` with its section `title` (up to the next `## ` heading) replaced by `section`, or appended."""
+    return scaleout.splice(doc, section, title)
 
 
 def _fit_iris(path: str) -> None:
