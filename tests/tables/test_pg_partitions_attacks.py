@@ -128,3 +128,17 @@ def test_a_call_role_that_made_things_in_another_database_is_disarmed(db):
         assert pp.drop_stale_call_roles(db.store) == []  # not taken for a stale role again and again
     finally:
         _drop_database(other)
+
+
+def test_the_call_role_reads_no_metadata_and_no_other_sessions_queries(db):
+    """pyqd's own tables (users and password hashes, sessions, scripts, datastores, job bodies) and what other
+    sessions run (the snapshot's, other calls') stay hidden from the conninfo's holder."""
+    with db.admin() as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert "pyqd_users" in tables and "pyqd_job_chunks" in tables
+    with db.plan("ALICE", "select id from big") as plan, connect(plan.partitions[0]) as conn:
+        for table in tables:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(psycopg.sql.SQL("SELECT * FROM public.{}").format(psycopg.sql.Identifier(table)))
+        others = conn.execute("SELECT query FROM pg_stat_activity WHERE usename IS DISTINCT FROM current_user")
+        assert {q for (q,) in others.fetchall()} <= {"<insufficient privilege>", None}
