@@ -180,7 +180,8 @@ def oml_handler(services: Services, call: Call, call_id: str, expires_at: float)
 
 def script_token(services: Services, session: TokenClaims | None, call_id: str, expires_at: float) -> TokenSource:
     """The call's script token, minted on the first request of its `import oml` (calls that never use `oml`
-    mint nothing). It never reaches the worker: the bridge adds it to each request server-side."""
+    mint nothing). It never reaches the sandboxed process: the bridge adds it to each request server-side (on the
+    Dask engine the Dask worker process holds it while the call runs, and adds it as it relays; docs/scaling.md)."""
     lock = threading.Lock()
     minted: list[str] = []
 
