@@ -56,7 +56,7 @@ class BadBridgeRequest(ValueError):
     """A worker's request that does not follow the bridge's grammar."""
 
 
-def _is_read(method: str, path: str) -> bool:
+def is_read(method: str, path: str) -> bool:
     """A request that changes nothing: GET/HEAD, or the read-only query route (a POST for its body)."""
     if method in ("GET", "HEAD"):
         return True
@@ -175,7 +175,7 @@ class AppBridge:
             method, path, headers, body = parse_request(message, self.max_body)
         except BadBridgeRequest as e:
             return error_response(errors.INVALID_PARAMETER, f"Bad request from the script's oml connection: {e}")
-        if read_only and not _is_read(method, path):
+        if read_only and not is_read(method, path):
             return error_response(
                 errors.FORBIDDEN,
                 "A script of another owner may only read through oml (the caller can trust it with trustPickle)",

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from server.auth import service as auth_service
 from server.auth.errors import Forbidden, TokenInvalid
 from server.auth.tokens import TokenClaims
+from server.bridge import is_read
 from server.db import WRITE_OPTION
 from server.services import Services
 from server.settings import Settings
@@ -94,6 +95,10 @@ SCRIPT_ROUTES = frozenset(
 )
 
 
+#: The relay takes a read-only token's requests and has the bridge keep them read-only (`server.routes.relay`).
+RELAY = "server.routes.relay.relay"
+
+
 def endpoint_name(request: Request) -> str | None:
     """module.function of the endpoint the request was routed to."""
     endpoint = getattr(request.scope.get("route"), "endpoint", None)
@@ -114,6 +119,8 @@ async def current_user(
     claims = services.signer.decode(credentials.credentials)
     if claims.is_script and endpoint_name(request) not in SCRIPT_ROUTES:
         raise Forbidden("A script's token cannot be used for this operation")
+    if claims.read_only and not is_read(request.method, request.url.path) and endpoint_name(request) != RELAY:
+        raise Forbidden("A script of another owner may only read (the caller can trust it with trustPickle)")
     key = claims.session_key
     epoch = services.auth_cache.epoch
     cached: Caller | None = services.auth_cache.get(key)

@@ -175,10 +175,14 @@ def oml_handler(services: Services, call: Call, call_id: str, expires_at: float)
     if services.bridge is None:
         return None
     session = session_from_json(call.user, call.session)
-    return services.bridge.handler_for(script_token(services, session, call_id, expires_at), read_only=not call.trusted)
+    read_only = not call.trusted
+    token = script_token(services, session, call_id, expires_at, read_only=read_only)
+    return services.bridge.handler_for(token, read_only=read_only)
 
 
-def script_token(services: Services, session: TokenClaims | None, call_id: str, expires_at: float) -> TokenSource:
+def script_token(
+    services: Services, session: TokenClaims | None, call_id: str, expires_at: float, *, read_only: bool = False
+) -> TokenSource:
     """The call's script token, minted on the first request of its `import oml` (calls that never use `oml`
     mint nothing). It never reaches the sandboxed process: the bridge adds it to each request server-side (on the
     Dask engine the Dask worker process holds it while the call runs, and adds it as it relays; docs/scaling.md)."""
@@ -190,7 +194,8 @@ def script_token(services: Services, session: TokenClaims | None, call_id: str, 
             return None
         with lock:
             if not minted:
-                minted.append(services.signer.issue_script(session, call_id, expires_at=expires_at).token)
+                issued = services.signer.issue_script(session, call_id, expires_at=expires_at, read_only=read_only)
+                minted.append(issued.token)
             return minted[0]
 
     return token

@@ -23,6 +23,8 @@ REQUIRED_CLAIMS = ["sub", "sid", "exp", "oat"]
 VERIFIED_CACHE_SIZE = 4096
 #: `scp` claim of a script token: the narrow identity of one call's `import oml` (see `issue_script`).
 SCRIPT_SCOPE = "script"
+#: ... of a call of another owner's script the caller did not trust: it may only read (`server.deps`).
+SCRIPT_READ_SCOPE = "script-read"
 
 
 class SessionKey(NamedTuple):
@@ -58,6 +60,11 @@ class TokenClaims:
     @property
     def is_script(self) -> bool:
         return self.scope is not None
+
+    @property
+    def read_only(self) -> bool:
+        """A script token that may only read (a foreign script's call, not trusted by its caller)."""
+        return self.scope == SCRIPT_READ_SCOPE
 
     @property
     def session_key(self) -> SessionKey:
@@ -103,14 +110,27 @@ class TokenSigner:
         return self._sign(TokenClaims(user, sid, exp, math.floor(t * 1000), client_id), iat)
 
     def issue_script(
-        self, session: TokenClaims, call_id: str, *, expires_at: float, now: float | None = None
+        self,
+        session: TokenClaims,
+        call_id: str,
+        *,
+        expires_at: float,
+        now: float | None = None,
+        read_only: bool = False,
     ) -> IssuedToken:
         """A script token for one call: the caller's session (so revoking the session or changing the password
-        ends it), marked as a script token, expiring at `expires_at` but never after the session's last moment."""
+        ends it), marked as a script token (one that may only read, with `read_only`), expiring at `expires_at`
+        but never after the session's last moment."""
         iat = int(now if now is not None else time.time())
         exp = min(int(expires_at), session.first_issued_ms // 1000 + self.max_age_s)
         claims = TokenClaims(
-            session.user, session.sid, exp, session.first_issued_ms, session.client_id, SCRIPT_SCOPE, call_id
+            session.user,
+            session.sid,
+            exp,
+            session.first_issued_ms,
+            session.client_id,
+            SCRIPT_READ_SCOPE if read_only else SCRIPT_SCOPE,
+            call_id,
         )
         return self._sign(claims, iat)
 

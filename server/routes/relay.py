@@ -45,7 +45,7 @@ async def relay(request: Request, caller: CurrentUser, services: ServicesDep) ->
             raw, raw=False, max_ext_len=0, max_array_len=1024, max_map_len=0
         )
         message = ("http", method, path, [tuple(h) if isinstance(h, list) else h for h in headers], body)
-        read_only = bool(read_only)
+        read_only = bool(read_only) or caller.claims.read_only  # the token says so too: a Dask worker cannot unsay it
     except Exception:  # noqa: BLE001 - whatever fails to decode is a bad request
         raise BadRequest("The relayed request is not [method, path, headers, body, read_only] in msgpack") from None
     token = request.headers["authorization"].split(" ", 1)[1].strip()

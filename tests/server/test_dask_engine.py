@@ -155,10 +155,10 @@ def test_one_user_cannot_take_every_dask_slot(api, dask_workers):
 
 
 # -- the relay ----------------------------------------------------------------------------------------------
-def _script_token(api: Api, user: str, headers: dict[str, str]) -> str:
+def _script_token(api: Api, user: str, headers: dict[str, str], read_only: bool = False) -> str:
     """A script token of `user`'s session, as the engine mints one for a call."""
     claims = api.services.signer.decode(headers["Authorization"].split(" ", 1)[1])
-    return api.services.signer.issue_script(claims, "call-1", expires_at=time.time() + 60).token
+    return api.services.signer.issue_script(claims, "call-1", expires_at=time.time() + 60, read_only=read_only).token
 
 
 def _relay(api: Api, token: str, request: Any, content_type: str = RELAY_MEDIA_TYPE) -> httpx.Response:
@@ -191,6 +191,14 @@ def test_the_relay_takes_only_a_script_token_and_checks_what_it_relays(api):
     assert status == 200  # a forged Authorization is dropped, the call's own token used
     status, body = _answer(_relay(api, token, ["DELETE", "/oml/api/pyqd/v1/datastores/mine", [], b"", True]))
     assert status == 403 and has_datastore(api, alice, "mine")  # read-only calls stay read-only
+    # ... and the token of a read-only call says so itself: a Dask worker that sends read_only=False gains nothing
+    reader = _script_token(api, "ALICE", alice, read_only=True)
+    status, body = _answer(_relay(api, reader, ["DELETE", "/oml/api/pyqd/v1/datastores/mine", [], b"", False]))
+    assert status == 403 and has_datastore(api, alice, "mine")
+    r = api.client.delete("/oml/api/pyqd/v1/datastores/mine", headers={"Authorization": f"Bearer {reader}"})
+    assert r.status_code == 403 and has_datastore(api, alice, "mine")
+    status, body = _answer(_relay(api, reader, listing))
+    assert status == 200 and [d["datastore_name"] for d in body["result"]] == ["mine"]
     # malformed requests are clean 400s in OML's shape
     for bad in (b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"a": 1})):
         r = _relay(api, token, bad)
