@@ -381,8 +381,13 @@ class Pyqd:
     def __init__(self, server: Server) -> None:
         self.server = server
         token = server.token(USER, PASSWORD)
+        # Idle connections are dropped after 1 s, well before uvicorn closes them (5 s): a request sent on a
+        # connection the server is closing fails with "Server disconnected without sending a response".
         self.http = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=CALL_LIMIT_S
+            base_url=server.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=CALL_LIMIT_S,
+            limits=httpx.Limits(keepalive_expiry=1.0),
         )
 
     def call(self, verb: str, script: str, body: dict[str, Any], on_chunk: Callable[[bytes], None]) -> None:
