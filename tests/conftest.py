@@ -298,9 +298,9 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         time.sleep(interval)
 
 
-@pytest.fixture
-def live_server(services: Services) -> Iterator[str]:
-    """The app on a real socket (uvicorn in a thread), for clients that speak real HTTP."""
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """`app` on a real socket (uvicorn in a thread, its lifespan run): its base URL while the block runs."""
     import socket
     import threading
 
@@ -308,15 +308,23 @@ def live_server(services: Services) -> Iterator[str]:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(services=services), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, timeout=20)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=20)
-    sock.close()
+    wait_for(lambda: server.started, timeout=60)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture
+def live_server(services: Services) -> Iterator[str]:
+    """The app on a real socket (uvicorn in a thread), for clients that speak real HTTP."""
+    with serving(create_app(services=services)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from engines.dask.host import host_stats
 from engines.pool import PoolSettings, WorkerDied
 from engines.protocol import Task, Unit
 from server.execution import session_to_json
-from tests.conftest import ADMIN_PASSWORD, Api, change_settings, wait_for
+from tests.conftest import ADMIN_PASSWORD, Api, change_settings, serving, wait_for
 from tests.engines.test_sandbox_attacks import PROBE_SOCKETS
 from tests.server.procs import ServerProcess, clean_env
 
@@ -270,27 +270,7 @@ def dask_api(sqlite_settings, live: Any, scheduler: str, **overrides: object) ->
 @pytest.fixture
 def live():
     """Run an app on a real socket: `with live(app) as url`."""
-    import socket
-    import threading
-
-    import uvicorn
-
-    @contextmanager
-    def serve(app: Any) -> Iterator[str]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started, timeout=60)
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-            sock.close()
-
-    return serve
+    return serving
 
 
 CHUNKS = """def chunk(d):

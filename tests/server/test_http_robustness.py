@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from server.errors import MAX_ERROR_MESSAGE_BYTES, clip_message
-from tests.conftest import wait_for
+from tests.conftest import serving
 from tests.server.support import SQLITE_ONLY
 
 BOUNDARY = "pyqdattack"
@@ -157,24 +157,10 @@ def test_chunked_body_over_the_limit_gets_413(services):
 @contextmanager
 def serve(services) -> Iterator[str]:
     """The app over these services on a real socket (uvicorn in a thread)."""
-    import threading
-
-    import uvicorn
-
     from server.app import create_app
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(services=services), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serving(create_app(services=services)) as url:
+        yield url
 
 
 # --- error messages ----------------------------------------------------------------------------------------------
