@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from oml import ds, script, services
+from oml import ds, graphics, script, services
 from oml._connection import PYQD, Connection, current, set_current
 from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
@@ -27,6 +27,7 @@ from oml.errors import (
     ServerError,
 )
 from oml.frame import DataFrame, create, drop, sync
+from oml.graphics import boxplot, hist
 
 __all__ = [
     "connect",
@@ -35,6 +36,9 @@ __all__ = [
     "script",
     "ds",
     "services",
+    "graphics",
+    "boxplot",
+    "hist",
     "grant",
     "revoke",
     "create",
