@@ -20,6 +20,7 @@ from typing import Any
 from sqlglot import exp
 
 from oml.core._stats_sql import (
+    MAX_QUERY_CHARS,
     Kinds,
     Run,
     alias,
@@ -37,8 +38,6 @@ from oml.core._stats_sql import (
 
 #: Most columns of a pivoted result (Oracle Database's limit on a table's columns).
 MAX_PIVOT_COLUMNS = 1000
-#: Longest query the server accepts, characters (the gate's limit).
-MAX_QUERY_CHARS = 100_000
 #: The label of margins (totals).
 MARGINS = "All"
 #: The aggregates a crosstab or pivot table computes (Oracle passes oml.DataFrame.mean etc.; names work too).

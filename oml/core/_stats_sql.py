@@ -15,6 +15,13 @@ Run = Callable[[exp.Query], pd.DataFrame]
 Kinds = dict[str, str]
 #: The alias of the proxy's query inside the statistics' queries.
 SOURCE = "PYQD_T"
+#: Longest query the server accepts, characters (the gate's limit).
+MAX_QUERY_CHARS = 100_000
+
+
+def fits(query: exp.Query) -> bool:
+    """Whether the server accepts a query this long (statistics of many columns split into several queries)."""
+    return len(query.sql(dialect="oracle")) <= MAX_QUERY_CHARS
 
 
 def ident(name: str) -> exp.Identifier:

@@ -25,7 +25,7 @@ import pandas as pd
 from sqlglot import exp
 
 from oml.core._pivot import crosstab, pivot_table  # noqa: F401 - part of this module's API (the seam)
-from oml.core._stats_sql import Kinds, Run, alias, col, count_star, from_, ident, num, number, window
+from oml.core._stats_sql import Kinds, Run, alias, col, count_star, fits, from_, ident, num, number, window
 
 __all__ = [
     "Relation",
@@ -43,7 +43,7 @@ __all__ = [
 
 #: Kinds whose statistics are numeric (booleans count as 0/1, as in Oracle's std/var/mean).
 NUMERIC_KINDS = ("number", "boolean")
-#: Pairs of columns per correlation query (six sums each; keeps the SQL well under the gate's length limit).
+#: Pairs of columns per correlation query (six sums each); fewer when the query would be too long for the server.
 CORR_PAIRS_PER_QUERY = 200
 _DESCRIBE_NUMBER = ["count", "mean", "std", "min", "max"]
 _DESCRIBE_OTHER = ["count", "unique", "top", "freq"]
@@ -83,7 +83,8 @@ def _numeric(
     percentiles: Sequence[float] = (),
     moments: int = 0,
 ) -> dict[str, _Column]:
-    """Count, mean, min, max, centred moments up to `moments` and the quantiles of `columns`, in one query."""
+    """Count, mean, min, max, centred moments up to `moments` and the quantiles of `columns`, in one query (or
+    as few as the server's limit on a query's length allows)."""
     if not columns:
         return {}
     inner: list[exp.Expression] = []
@@ -116,6 +117,10 @@ def _numeric(
                     hit = exp.EQ(this=exp.Sub(this=col(f"R{i}"), expression=number(1)), expression=fn(this=h.copy()))
                     outer.append(alias(exp.Max(this=exp.Case().when(hit, v.copy())), f"{end}{j}_{i}"))
     query = exp.select(*outer).from_(exp.select(*inner).from_(from_(select)).subquery(ident("PYQD_V")))
+    if len(columns) > 1 and not fits(query):
+        half = len(columns) // 2
+        first = _numeric(select, kinds, run, columns[:half], percentiles, moments)
+        return first | _numeric(select, kinds, run, columns[half:], percentiles, moments)
     row = _one_row(run(query))
     result = {}
     for i, name in enumerate(columns):
@@ -418,7 +423,12 @@ def _correlations(
             alias(exp.Sum(this=exp.Mul(this=y.copy(), expression=both_y)), f"YY{n}"),
         ]
     inner_select = exp.select(*[alias(e, key) for key, e in inner.items()]).from_(from_(select))
-    row = _one_row(run(exp.select(*outer).from_(inner_select.subquery(ident("PYQD_V")))))
+    query = exp.select(*outer).from_(inner_select.subquery(ident("PYQD_V")))
+    if len(pairs) > 1 and not fits(query):
+        half = len(pairs) // 2
+        first = _correlations(select, kinds, run, names, pairs[:half], method, nullable, min_periods)
+        return first | _correlations(select, kinds, run, names, pairs[half:], method, nullable, min_periods)
+    row = _one_row(run(query))
     result = {}
     for n, pair in enumerate(pairs):
         count = _float(row, f"N{n}", 0)

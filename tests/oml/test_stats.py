@@ -18,7 +18,7 @@ from sqlglot import exp
 
 import oml
 from oml import _connection
-from oml.core import _pivot, stats
+from oml.core import _pivot, _stats_sql, stats
 from server import accounts
 from server.app import create_app
 from server.services import open_services
@@ -78,9 +78,11 @@ def stats_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     try:
         with serving(create_app(services=services)) as url:
             accounts.add_user(services, "OML_USER", PASSWORD)
-            yield Server(url, request.param)
+            try:
+                yield Server(url, request.param)
+            finally:
+                oml.disconnect()  # before the server stops: it need not wait for the client's idle connection
     finally:
-        oml.disconnect()
         services.close()
         if database is not None:
             _drop_database(database)
@@ -265,15 +267,25 @@ def test_corr_equals_pandas(run, data):
         stats.corr(select, KINDS, run, method="kendall")
 
 
-def test_corr_batches_many_pairs(run, monkeypatch):
+def test_many_columns_take_several_queries(run, monkeypatch):
     rng = np.random.default_rng(3)
     frame = pd.DataFrame(rng.normal(size=(15, 6)).round(3), columns=[f"C{i}" for i in range(6)])
+    frame.iloc[[2, 7], 1] = np.nan
     select = table("WIDE", frame)
+    kinds = dict.fromkeys(frame.columns, "number")
     monkeypatch.setattr(stats, "CORR_PAIRS_PER_QUERY", 4)
     before = run.queries
-    got = stats.corr(select, dict.fromkeys(frame.columns, "number"), run)
+    assert_frame_close(stats.corr(select, kinds, run), frame.corr())
     assert run.queries - before == 6  # 21 pairs, 4 per query
-    assert_frame_close(got, frame.corr())
+
+    monkeypatch.setattr(_stats_sql, "MAX_QUERY_CHARS", 2500)  # as if the columns were many: split to fit the gate
+    before = run.queries
+    assert_frame_close(stats.describe(select, kinds, run), frame.describe())
+    assert run.queries - before >= 3
+    monkeypatch.setattr(stats, "CORR_PAIRS_PER_QUERY", 100)
+    before = run.queries
+    assert_frame_close(stats.corr(select, kinds, run, method="spearman"), frame.corr(method="spearman"))
+    assert run.queries - before >= 3
 
 
 # --- crosstab and pivot_table -----------------------------------------------------------------------------
@@ -386,6 +398,35 @@ def test_pivot_table_as_oracle(run, doc):
     assert flat.set_index("HAND").at["All", "std_SPEED"] == pytest.approx(local.SPEED.std())
 
 
+def test_crosstab_of_booleans_numbers_and_hue(run, data):
+    select, pulled = data
+    local = pulled.assign(S=pulled.S.fillna("None"), B=pulled.B.map({True: "True", False: "False", None: "None"}))
+    got = lazy(run, _pivot.crosstab(select, KINDS, "S", "B", pivot=True, margins=True, run=run)).set_index("S")
+    assert list(got.columns) == ["count_(False)", "count_(True)", "count_(None)", "count_(All)"]
+    expected = pd.crosstab(local.S, local.B, margins=True)
+    for s in expected.index:
+        for b in expected.columns:
+            assert got.at[s, f"count_({b})"] == expected.at[s, b], (s, b)
+
+    boolean_rows = lazy(run, _pivot.crosstab(select, KINDS, "B", "S", pivot=True, margins=True, run=run))
+    assert list(boolean_rows.B) == ["False", "True", "None", "All"]  # Booleans as text beside the All row
+
+    with_hue = lazy(run, _pivot.crosstab(select, KINDS, "S", "B", hue="BY"))
+    assert list(with_hue.columns) == ["S", "B", "BY", "count"]
+    assert len(with_hue) == len(local.groupby(["S", "B", "BY"]).size())
+    hued = lazy(run, _pivot.crosstab(select, KINDS, "S", "ID", hue="B", pivot=True, run=run))
+    assert "count_(0,True)" in hued.columns or "count_(0,False)" in hued.columns  # number categories label as "0"
+    assert hued.drop(columns="S").to_numpy().sum() == 40
+
+
+def test_describe_dates_as_categories(run):
+    when = pd.to_datetime(["2024-01-01", "2024-01-01", "2024-02-03", None])
+    select = table("DATES", pd.DataFrame({"D": when, "N": [1.0, 2.0, 3.0, 4.0]}))
+    got = stats.describe(select, {"D": "datetime", "N": "number"}, run, include="all")
+    assert got.at["count", "D"] == 3 and got.at["unique", "D"] == 2 and got.at["freq", "D"] == 2
+    assert pd.Timestamp(got.at["top", "D"]) == pd.Timestamp("2024-01-01")
+
+
 def test_pivot_keeps_the_largest_categories(run, monkeypatch):
     frame = pd.DataFrame({"K": ["k"] * 10, "C": [f"c{i % 4}" for i in range(7)] + ["c0"] * 3})
     select = table("MANY", frame)
@@ -444,11 +485,11 @@ def test_large_describe_and_crosstab_stay_in_the_database(run):
         "SELECT N, MOD(N * 7919, 1000) / 10 AS X, MOD(N, 7) AS G, MOD(N, 3) AS H FROM R",
         read="oracle",
     )
-    kinds = {"N": "number", "X": "number", "G": "number", "H": "number"}
-    got = stats.describe(generated, kinds, run)  # type: ignore[arg-type]
+    got = stats.describe(generated, {"N": "number"}, run)  # type: ignore[arg-type]
     assert got.at["count", "N"] == GENERATED_ROWS and got.at["max", "N"] == GENERATED_ROWS
     assert got.at["50%", "N"] == pytest.approx((GENERATED_ROWS + 1) / 2)
-    table_, table_kinds = _pivot.crosstab(generated, kinds, "G", "H", pivot=True, margins=True, run=run)  # type: ignore[arg-type]
+    kinds = {"G": "number", "H": "number"}
+    table_, _ = _pivot.crosstab(generated, kinds, "G", "H", pivot=True, margins=True, run=run)  # type: ignore[arg-type]
     counts = run(table_)
     assert counts.set_index("G").at["All", "count_(All)"] == GENERATED_ROWS
     assert run.bytes < 20_000, run.bytes  # the rows themselves would be several MB
