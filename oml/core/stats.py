@@ -45,8 +45,9 @@ __all__ = [
 NUMERIC_KINDS = ("number", "boolean")
 #: Pairs of columns per correlation query (six sums each); fewer when the query would be too long for the server.
 CORR_PAIRS_PER_QUERY = 200
-_DESCRIBE_NUMBER = ["count", "mean", "std", "min", "max"]
+#: The rows of `describe` (pandas' and Oracle's order), around the percentiles and "max" of float columns.
 _DESCRIBE_OTHER = ["count", "unique", "top", "freq"]
+_DESCRIBE_NUMBER = ["mean", "std", "min"]
 
 
 class Relation(Protocol):
@@ -173,7 +174,7 @@ def _series(values: dict[str, float]) -> pd.Series:
 
 def std(select: exp.Select, kinds: Kinds, run: Run, ddof: int = 1, skipna: bool = True) -> pd.Series:
     """The standard deviation of each float or Boolean column (`ddof` as in pandas)."""
-    return _series({k: math.sqrt(v) if v >= 0 else v for k, v in _variances(select, kinds, run, ddof, skipna).items()})
+    return _series({k: v**0.5 for k, v in _variances(select, kinds, run, ddof, skipna).items()})
 
 
 def var(select: exp.Select, kinds: Kinds, run: Run, ddof: int = 1, skipna: bool = True) -> pd.Series:
@@ -246,7 +247,7 @@ def describe(
         else:
             row = _describe_other(select, kinds[name], name, run)
         columns[name] = row
-    rows = (_DESCRIBE_OTHER if others else ["count"]) + (_DESCRIBE_NUMBER[1:4] + labels + ["max"] if numbers else [])
+    rows = (_DESCRIBE_OTHER if others else ["count"]) + (_DESCRIBE_NUMBER + labels + ["max"] if numbers else [])
     result = pd.DataFrame({name: [columns[name].get(r, np.nan) for r in rows] for name in chosen}, index=rows)
     return result.astype("float64") if not others else result.astype(object)
 
