@@ -3,16 +3,18 @@
 Oracle hashes rows with ORA_HASH, which neither SQLite nor PostgreSQL has. Here each row gets a bucket in
 [0, 65536) from arithmetic on its values that is exact, or IEEE-identical, on every backend:
 
-- a number v (a Boolean as 0/1) gives the term FLOOR(frac((CAST(v AS DOUBLE) * c + s) / 65536) * 2**20);
+- a number v (a Boolean as 0/1) gives the term FLOOR(CAST(v AS DOUBLE) * c + s), c odd;
 - a string gives one such term for its length and one for each of its first STRING_CHARS characters, the character
   standing for its position in printable ASCII (INSTR; other characters count as 0);
 - bytes give their length; dates and timestamps are not hashed;
 - c and s are integers drawn from the seed and the column's position, and a missing value gives 0 (or `nvl`);
-- the terms are summed (T, an integer below 2**53) and the bucket is (T * 40503 + s0) mod 65536.
+- the terms are summed (T) and the bucket is (T * 40503 + s0) mod 65536, the modulo as x - 65536 * FLOOR(x / 65536).
 
-Only integer constants, +, -, *, division by powers of two and FLOOR are used, so both backends give the same bucket
-for the same values. Rows with equal hash columns fall in the same set, as with Oracle's hash_cols. With
-use_hash=False the occurrence number of a row among identical rows is hashed too, so duplicates spread.
+Only integer constants, +, -, *, division by a power of two and FLOOR are used, on binary doubles (IEEE
+arithmetic, exact while the values stay below 2**53), so both backends give the same bucket for the same values.
+Numbers that differ by less than about 1e-5 may share a term. Rows with equal hash columns fall in the same set,
+as with Oracle's hash_cols. With use_hash=False the occurrence number of a row among identical rows is hashed too,
+so duplicates spread.
 """
 
 from __future__ import annotations
@@ -28,10 +30,8 @@ if TYPE_CHECKING:
 
 #: Buckets a row can fall in.
 BUCKETS = 65536
-#: Resolution of one column's term.
-TERM_SCALE = 1 << 20
 #: Leading characters of a string that are hashed.
-STRING_CHARS = 10
+STRING_CHARS = 8
 #: The characters whose position stands for them in the string hash (printable ASCII).
 ALPHABET = "".join(chr(c) for c in range(32, 127))
 #: An odd multiplier: x -> x * MIX mod 2**16 mixes the sum's low bits.
@@ -161,13 +161,10 @@ def _bucket(values: list[tuple[exp.Expr, str, Any]], seed: int) -> exp.Expr:
 
 
 def _term(number: exp.Expr, rng: _Constants) -> exp.Expr:
-    """FLOOR(frac((v * c + s) / 65536) * 2**20), 0 for a missing value."""
-    c, s = 10_007 + 2 * rng.below((BUCKETS - 10_007) // 2), rng.below(BUCKETS)
+    """FLOOR(v * c + s) for an odd c, 0 for a missing value."""
+    c, s = 2 * rng.below(BUCKETS // 2) + 1, rng.below(BUCKETS)
     scaled = exp.Add(this=exp.Mul(this=as_double(number), expression=lit(c)), expression=lit(s))
-    y = exp.Div(this=paren(scaled), expression=lit(BUCKETS))
-    frac = exp.Sub(this=paren(y), expression=exp.Floor(this=y.copy()))
-    term = exp.Floor(this=exp.Mul(this=paren(frac), expression=lit(TERM_SCALE)))
-    return exp.Coalesce(this=term, expressions=[lit(0)])
+    return exp.Coalesce(this=exp.Floor(this=scaled), expressions=[lit(0)])
 
 
 def _balanced_sum(terms: list[exp.Expr]) -> exp.Expr:
