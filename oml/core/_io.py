@@ -93,14 +93,8 @@ def query_kinds(sql: str) -> dict[str, str]:
     table = fetch(sql, SAMPLE_ROWS)
     if table is None:
         raise ValueError("the query returns no columns")
-    return {f.name: _sampled_kind(table.column(f.name)) for f in table.schema}
-
-
-def _sampled_kind(column: pa.ChunkedArray) -> str:
-    kind = kind_of_arrow(column.type)
-    if kind == "string" and pa.types.is_null(column.type):
-        return "string"
-    return kind
+    # A column whose sampled values are all missing reads as text (SQLite types values, not columns).
+    return {f.name: kind_of_arrow(f.type) for f in table.schema}
 
 
 def describe_table(name: str, owner: str | None) -> dict[str, Any]:

@@ -130,17 +130,6 @@ def has_window_or_agg(e: exp.Expr) -> bool:
     return any(isinstance(n, exp.Window | exp.AggFunc) for n in e.walk())
 
 
-def substitute(e: exp.Expr, mapping: dict[str, exp.Expr]) -> exp.Expr:
-    """`e` with each unqualified column named in `mapping` replaced by (a copy of) its expression."""
-
-    def swap(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Column) and not node.table and node.name in mapping:
-            return paren(mapping[node.name].copy())
-        return node
-
-    return e.copy().transform(swap, copy=False)
-
-
 def _alias(e: exp.Expr, name: str) -> exp.Expr:
     if isinstance(e, exp.Column) and not e.table and e.name == name and e.this.quoted:
         return e.copy()
@@ -209,10 +198,6 @@ class Rel:
 
     def kind(self, name: str) -> str:
         return self.kinds[name]
-
-    def resolve(self, e: exp.Expr) -> exp.Expr:
-        """An expression over this Rel's output columns, as an expression over its FROM clause."""
-        return substitute(e, {n: x for n, x, _ in self.items})
 
     def select(self, hidden: Sequence[tuple[str, exp.Expr]] = ()) -> exp.Select:
         """The SELECT, with `hidden` extra (name, source-level expression) columns at the end."""

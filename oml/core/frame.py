@@ -293,7 +293,7 @@ class DataFrame:
         names = self._names(subset)
         partition = [rel.expr(n).copy() for n in names]
         number = exp.Window(
-            this=exp.RowNumber(), partition_by=partition, order=_window_order(rel.order) or _order_by(partition)
+            this=exp.RowNumber(), partition_by=partition, order=_order(rel.order) if rel.order else _order_by(partition)
         )
         rn = unique_name(HIDDEN + "rn", rel.columns)
         outer = rel.wrap([(rn, number)])
@@ -589,8 +589,9 @@ def _order(keys: Sequence[exp.Ordered]) -> exp.Order:
     return exp.Order(expressions=[k.copy() for k in keys])
 
 
-def _window_order(keys: Sequence[exp.Ordered]) -> exp.Order | None:
-    return _order(keys) if keys else None
+def _window_order(keys: Sequence[exp.Ordered]) -> exp.Order:
+    """A window's ORDER BY: the proxy's sort keys, or ORDER BY NULL (no order; Oracle's ROW_NUMBER needs one)."""
+    return _order(keys) if keys else exp.Order(expressions=[exp.Ordered(this=exp.Null(), nulls_first=False)])
 
 
 def _order_by(exprs: Sequence[exp.Expr]) -> exp.Order:
