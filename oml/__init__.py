@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from oml import ds, graphics, script, services
 from oml._connection import PYQD, Connection, current, set_current
+from oml.core.series import Boolean, Bytes, Datetime, Float, String
 from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
     AuthenticationError,
@@ -26,7 +27,7 @@ from oml.errors import (
     ServerBusyError,
     ServerError,
 )
-from oml.frame import DataFrame, create, drop, sync
+from oml.frame import DataFrame, create, dir, drop, push, sync
 from oml.graphics import boxplot, hist
 
 __all__ = [
@@ -44,7 +45,14 @@ __all__ = [
     "create",
     "sync",
     "drop",
+    "push",
+    "dir",
     "DataFrame",
+    "Float",
+    "String",
+    "Boolean",
+    "Bytes",
+    "Datetime",
     "DataImage",
     "Job",
     "do_eval",
