@@ -412,6 +412,11 @@ class DataFrame:
         return pd.Series(frame.iloc[0].tolist(), index=names, dtype=float)
 
     # ---- the stats helper's methods (oml.core.stats) -------------------------------------------------------
+    def _relation(self) -> tuple[exp.Select, dict[str, str], Any]:
+        """The proxy's query, its columns' kinds and the function that runs a query (oml.core.stats.Relation,
+        what oml.graphics takes)."""
+        return self._rel.select(), dict(self._rel.kinds), _io.run
+
     def _stats(self) -> Any:
         import importlib
 
@@ -426,10 +431,9 @@ class DataFrame:
 
     def corr(self, method: str = "pearson", min_periods: int = 1, skipna: bool = True) -> pd.DataFrame:
         """Pairwise correlation of the Float columns."""
-        extra = {} if skipna else {"skipna": skipna}
-        return self._stats().corr(
-            self._rel.select(), self._rel.kinds, _io.run, method=method, min_periods=min_periods, **extra
-        )
+        if not skipna:
+            raise ValueError("corr(skipna=False) is not supported: pairs with a missing value are always skipped")
+        return self._stats().corr(self._rel.select(), self._rel.kinds, _io.run, method=method, min_periods=min_periods)
 
     def median(self, skipna: bool = True) -> pd.Series:
         """The median of each Float column."""
@@ -454,8 +458,9 @@ class DataFrame:
     ) -> DataFrame:
         """A cross-tabulation of the given columns (a proxy: computed in the database)."""
         select, kinds = self._stats().crosstab(
-            self._rel.select(), self._rel.kinds, index, columns=columns, hue=hue, pivot=pivot, margins=margins, **kwargs
-        )
+            self._rel.select(), self._rel.kinds, index, columns=columns, hue=hue, pivot=pivot, margins=margins,
+            run=_io.run, **kwargs,
+        )  # fmt: skip
         return self._derive(Rel.over(select, kinds, self._rel.depth))
 
     def pivot_table(
@@ -472,7 +477,7 @@ class DataFrame:
         names = [_agg_name(a) for a in aggfunc] if isinstance(aggfunc, list | tuple) else _agg_name(aggfunc)
         select, kinds = self._stats().pivot_table(
             self._rel.select(), self._rel.kinds, index, columns=columns, values=values, aggfunc=names,
-            margins=margins, **kwargs,
+            margins=margins, run=_io.run, **kwargs,
         )  # fmt: skip
         return self._derive(Rel.over(select, kinds, self._rel.depth))
 

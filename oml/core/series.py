@@ -69,6 +69,10 @@ class _Series:
     def _frame_rel(self, name: str | None = None) -> Rel:
         return self._rel.project([(name or self._out_name(), self._expr, self._kind)])
 
+    def _relation(self) -> tuple[Any, dict[str, str], Any]:
+        """A one-column relation (oml.core.stats.Relation, what oml.graphics takes)."""
+        return self._to_frame()._relation()
+
     def _to_frame(self, name: str | None = None) -> DataFrame:
         from oml.core.frame import DataFrame
 
@@ -389,12 +393,12 @@ class Float(_Series):
         return None if pd.isna(value) else float(value)
 
     def kurtosis(self, skipna: bool = True) -> float | None:
-        """The kurtosis of the values (unbiased, as pandas)."""
+        """The excess kurtosis of the values: Oracle's biased moment m4/m2**2 - 3 (pandas corrects for bias)."""
         value = self._to_frame().kurtosis(skipna=skipna).iloc[0]
         return None if pd.isna(value) else float(value)
 
     def skew(self, skipna: bool = True) -> float | None:
-        """The skewness of the values (unbiased, as pandas)."""
+        """The skewness of the values: Oracle's biased moment m3/m2**1.5 (pandas corrects for bias)."""
         value = self._to_frame().skew(skipna=skipna).iloc[0]
         return None if pd.isna(value) else float(value)
 

@@ -376,3 +376,61 @@ def test_a_chain_of_40_operations_stays_flat(df: oml.DataFrame) -> None:
     deep = df[["ID"]].concat({"V": value})
     assert _nesting(deep.sql) <= MAX_NESTING
     same(deep, pd.DataFrame({"ID": DATA["ID"], "V": pvalue}))
+
+
+# ---- statistics through the proxy (oml.core.stats, wired by the frame) ---------------------------------------
+
+
+def test_stats_through_the_proxy_equal_pandas_on_the_pulled_data(df: oml.DataFrame) -> None:
+    local = df.pull()
+    numbers = df[["A", "B"]]
+    described = numbers.describe()
+    expected = local[["A", "B"]].describe()
+    pd.testing.assert_frame_equal(
+        described.astype(float), expected.astype(float), check_exact=False, rtol=1e-9, check_index_type=False
+    )
+    pd.testing.assert_frame_equal(
+        numbers.corr(),
+        local[["A", "B"]].corr(),
+        check_exact=False,
+        rtol=1e-9,
+        check_index_type=False,
+        check_column_type=False,
+    )
+    assert df["A"].median() == pytest.approx(local["A"].median())
+    a = local["A"].dropna()
+    m2, m3, m4 = (((a - a.mean()) ** k).mean() for k in (2, 3, 4))
+    assert df["A"].skew() == pytest.approx(m3 / m2**1.5)  # Oracle's biased moments
+    assert df["A"].kurtosis() == pytest.approx(m4 / m2**2 - 3)
+    with pytest.raises(ValueError, match="skipna"):
+        numbers.corr(skipna=False)
+
+
+def test_crosstab_and_pivot_table_are_lazy_proxies_equal_to_pandas(df: oml.DataFrame) -> None:
+    local = df.pull()
+    long = df.crosstab("F")
+    assert isinstance(long, oml.DataFrame)
+    got = long.pull().sort_values("F").reset_index(drop=True)
+    expected = local.groupby("F").size().reset_index(name="count").sort_values("F").reset_index(drop=True)
+    assert got["F"].astype(bool).tolist() == expected["F"].tolist()
+    assert got["count"].astype(int).tolist() == expected["count"].tolist()
+    wide = df.crosstab("F", "S", pivot=True).pull()
+    assert int(wide.drop(columns=["F"]).to_numpy(dtype=float, na_value=0).sum()) == len(local)
+    table = df.pivot_table("F", values="B", aggfunc="mean")
+    assert isinstance(table, oml.DataFrame)
+    means = table.pull().sort_values("F")
+    assert means.iloc[:, -1].astype(float).tolist() == pytest.approx(local.groupby("F")["B"].mean().tolist())
+
+
+def test_graphics_take_a_proxy_column(df: oml.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts, edges, _ = oml.graphics.hist(df["B"], bins=4)
+    expected, expected_edges = np.histogram(df.pull()["B"], bins=4)
+    assert list(counts) == list(expected)
+    assert list(edges) == pytest.approx(list(expected_edges))
+    oml.graphics.boxplot(df[["A", "B"]])
+    plt.close("all")
