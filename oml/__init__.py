@@ -92,6 +92,12 @@ def connect(
 
 
 def disconnect(cleanup: bool = True) -> None:
+    """Close the connection; with cleanup (the default) the temporary tables made by `oml.push` (and
+    `materialize()` without a name) through it are dropped first, as Oracle drops them at the session's end."""
+    if cleanup:
+        from oml.frame import _drop_temporary
+
+        _drop_temporary()
     set_current(None)
 
 
