@@ -11,6 +11,7 @@ Oracle's documented typo `parameter`); booleans may be `true`/`false`, `"true"`/
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -23,10 +24,14 @@ from pydantic import (
     Json,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from engines.errors import InvalidApplyRequest
 from engines.protocol import InputType, Kind
+from engines.worker.arguments import FUNC_VALUE, PICKLED_FUNC, PICKLED_KWARGS
+from tables.errors import TablesError
+from tables.frames import MAX_COLUMNS, check_column_names, check_table_name
 
 #: Most parallel workers each service level may use (Oracle: LOW 2, MEDIUM 4, HIGH 8). TP runs serially.
 SERVICE_DOP = {"LOW": 2, "MEDIUM": 4, "HIGH": 8, "TP": 1, "TPURGENT": 8}
@@ -78,6 +83,83 @@ def _parameters(value: object) -> object:
     return value
 
 
+#: Most bytes of pickled data (keyword arguments and function together) one call may send; larger objects go
+#: through a datastore (`oml.ds.save`, then `oml.ds.load` inside the function).
+MAX_PICKLED_BYTES = 32 * 1024 * 1024
+#: func_value column types: pyqd's logical types, and Oracle's SQL spellings (OUT_FMT's relational form).
+_ORACLE_TYPES = {
+    "integer": "integer", "int": "integer", "smallint": "integer", "bigint": "integer",
+    "float": "float", "binary_double": "float", "binary_float": "float", "double": "float", "real": "float",
+    "double precision": "float", "number": "float", "numeric": "float", "decimal": "float",
+    "text": "text", "varchar2": "text", "nvarchar2": "text", "varchar": "text", "char": "text", "nchar": "text",
+    "clob": "text", "nclob": "text", "string": "text",
+    "boolean": "boolean", "bool": "boolean",
+    "timestamp": "timestamp", "datetime": "timestamp",
+    "timestamptz": "timestamptz", "timestamp with time zone": "timestamptz",
+    "date": "date",
+}  # fmt: skip
+_SQL_TYPE_RE = re.compile(r"\s*([a-z][a-z0-9_ ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(-?\d+)\s*)?(?:byte|char)?\s*\))?\s*", re.I)
+
+
+def column_type(spelling: str) -> str:
+    """The logical type of a func_value column (`integer`, `float`, `boolean`, `text`, `timestamp`,
+    `timestamptz`, `date`) from its pyqd or Oracle spelling: NUMBER(p) and NUMBER(p,0) are integer, NUMBER and
+    NUMBER(p,s) float, VARCHAR2(n) text, TIMESTAMP(n) timestamp. ValueError for anything else."""
+    m = _SQL_TYPE_RE.fullmatch(spelling) if isinstance(spelling, str) else None
+    base = " ".join(m.group(1).lower().split()) if m else ""
+    if base not in _ORACLE_TYPES:
+        raise ValueError(f"unknown column type {spelling!r}: use integer, float, boolean, text, timestamp, date")
+    kind = _ORACLE_TYPES[base]
+    if base in ("number", "numeric", "decimal") and m and m.group(2) and int(m.group(3) or 0) == 0:
+        return "integer"
+    return kind
+
+
+class FuncValue(BaseModel):
+    """pyqd's form of Oracle's `func_value` (the Python API) and relational OUT_FMT (the SQL API): the function's
+    values become rows of a new table in the caller's schema, with these columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: dict[str, str] = Field(
+        min_length=1,
+        max_length=MAX_COLUMNS,
+        description="The result's columns in order, name → type (integer, float, boolean, text, timestamp, "
+        'timestamptz, date, or Oracle\'s NUMBER, VARCHAR2(n), BINARY_DOUBLE, ...), e.g. {"ID": "NUMBER(10)"}',
+    )
+    table: str | None = Field(None, description="The table to create (default: a new name, returned)")
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, str]) -> dict[str, str]:
+        try:
+            check_column_names(list(v))
+        except TablesError as e:
+            raise ValueError(str(e)) from None
+        return {name: column_type(t) for name, t in v.items()}
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_table_name(v)
+            except TablesError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+def _base64(value: str | None) -> str | None:
+    """Base64 text (checked, not kept decoded): the server never loads what it carries."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) % 4 or not _BASE64_RE.fullmatch(value):
+        raise ValueError("must be base64 text")
+    return value
+
+
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+Pickled = Annotated[str | None, BeforeValidator(_base64)]
 OmlBool = Annotated[bool, BeforeValidator(_oml_bool)]
 Columns = Annotated[str | list[str], BeforeValidator(_columns)]  # validated into a list of names
 Parameters = Annotated[
@@ -109,6 +191,17 @@ class ExecutionBody(BaseModel):
     )
     trustPickle: bool | None = Field(
         None, description="pyqd extension: accept pickled results of another owner's script"
+    )
+    pickledKwargs: Pickled = Field(
+        None,
+        description="pyqd extension (the Python client): keyword arguments that are not JSON (a fitted model, a "
+        "DataFrame, a proxy) as a cloudpickled dict in base64. The server passes the bytes on unread; they are "
+        "loaded only in the caller's own worker",
+    )
+    funcValue: FuncValue | None = Field(
+        None,
+        description="pyqd extension (Oracle's func_value): write the function's rows to a new table in the caller's "
+        "schema and answer its description instead of the values (synchronous calls)",
     )
 
     @field_validator("service")
@@ -152,12 +245,25 @@ class ExecutionBody(BaseModel):
             parallel = flag or (requested or 0) > 1
         # The fields were validated above: build without validating again (this is on every call's path).
         verb = self.__dict__  # the verb's own fields (`input`, `rows`, ...), absent from other verbs' bodies
+        graphics = _flag(self.graphicsFlag, controls, "oml_graphics_flag")
+        async_flag = _flag(self.asyncFlag, controls, "oml_async_flag")
+        result_format = self.resultFormat or "json"
+        if self.pickledKwargs is not None:
+            kwargs[PICKLED_KWARGS] = self.pickledKwargs
+        if verb.get("pickledFunc") is not None:
+            kwargs[PICKLED_FUNC] = verb["pickledFunc"]
+        if self.funcValue is not None:
+            if async_flag:
+                raise InvalidApplyRequest("funcValue works with synchronous calls only (not with asyncFlag)")
+            # Rows of a table: images are dropped (as Oracle's relational output drops them), values are JSON.
+            kwargs[FUNC_VALUE] = [[name, kind] for name, kind in self.funcValue.columns.items()]
+            graphics, result_format = False, "json"
         return ApplyRequest.model_construct(
             kind=kind,
             kwargs=kwargs,
             input_type=input_type,
             na_omit=_flag(None, controls, "oml_na_omit"),
-            graphics=_flag(self.graphicsFlag, controls, "oml_graphics_flag"),
+            graphics=graphics,
             input=verb.get("input"),
             rows=verb.get("rows"),
             group_by=tuple(verb.get("groupBy") or ()),
@@ -166,11 +272,17 @@ class ExecutionBody(BaseModel):
             parallel=parallel,
             requested_dop=requested,
             service=service.upper(),
-            async_flag=_flag(self.asyncFlag, controls, "oml_async_flag"),
+            async_flag=async_flag,
             timeout=self.timeout,
-            result_format=self.resultFormat or "json",
+            result_format=result_format,
             trust_pickle=self.trustPickle is True,
+            func_value=self.funcValue,
         )
+
+    def pickled_bytes(self) -> int:
+        """About how many bytes of pickled data the body carries (base64 is 4 characters per 3 bytes)."""
+        text = len(self.pickledKwargs or "") + len(self.__dict__.get("pickledFunc") or "")
+        return text * 3 // 4
 
 
 def _control(controls: dict[str, Any], key: str, kind: type) -> Any:
@@ -259,10 +371,21 @@ BODIES: dict[Kind, type[ExecutionBody]] = {
 
 
 class AdHoc(BaseModel):
-    """pyqd extension: the function comes in the body instead of the repository."""
+    """pyqd extension: the function comes in the body instead of the repository: its source, or (the Python
+    client, for lambdas and functions without source) the function cloudpickled."""
 
-    script: str = Field(min_length=1, description="The function's source (one `def`, helpers allowed)")
+    script: str | None = Field(None, min_length=1, description="The function's source (one `def`, helpers allowed)")
     name: str = Field("script", description="The function's name (the entry point when there are several)")
+    pickledFunc: Pickled = Field(
+        None,
+        description="Instead of `script`: the function cloudpickled, in base64 (loaded only in the caller's worker)",
+    )
+
+    @model_validator(mode="after")
+    def _one_function(self) -> AdHoc:
+        if (self.script is None) == (self.pickledFunc is None):
+            raise ValueError("give the function as `script` (its source) or as `pickledFunc`, not both")
+        return self
 
 
 #: The ad-hoc body of each verb: the verb's fields plus `script` and `name`.
@@ -315,6 +438,8 @@ class ApplyRequest(BaseModel):
     result_format: Literal["json", "pickle"] = "json"
     #: pyqd extension `trustPickle`: the caller accepts pickles, and datastore writes, of another owner's script.
     trust_pickle: bool = False
+    #: pyqd extension `funcValue`: the values become rows of a new table in the caller's schema.
+    func_value: FuncValue | None = None
 
     def degree_of_parallelism(self, pool_size: int) -> int:
         """Workers to use: 1 unless parallel; else `parallel` (or the service default), capped by the

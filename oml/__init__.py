@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from oml import ds, script, services
 from oml._connection import PYQD, Connection, current, set_current
-from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
+from oml.embed import DataImage, Job, check_embed, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
     AuthenticationError,
     ExecutionError,
@@ -27,6 +27,7 @@ from oml.errors import (
     ServerError,
 )
 from oml.frame import DataFrame, create, drop, sync
+from oml.script import export_script, import_script
 
 __all__ = [
     "connect",
@@ -48,6 +49,9 @@ __all__ = [
     "row_apply",
     "group_apply",
     "index_apply",
+    "check_embed",
+    "import_script",
+    "export_script",
     "OMLError",
     "ServerError",
     "AuthenticationError",
