@@ -183,7 +183,7 @@ def export_script(
 
 def import_script(file_name: str, is_global: bool = False, overwrite: bool = False) -> None:
     """Store the scripts of a `.json` or `.py` file written by `export_script`. A `.py` file without
-    `# oml-script:` lines stores each top-level function under its own name."""
+    `# oml-script:` lines stores each top-level function under its own name (with the file's imports)."""
     kind = _file_kind(file_name)
     text = Path(file_name).read_text(encoding="utf-8")
     scripts = _from_json(text, file_name) if kind == "json" else _from_py(text, file_name)
@@ -215,8 +215,13 @@ def _from_py(text: str, file_name: str) -> list[dict[str, Any]]:
         import ast
 
         tree = ast.parse(text, filename=file_name)
+        imports = "".join(
+            (ast.get_source_segment(text, node) or "") + "\n"
+            for node in tree.body
+            if isinstance(node, ast.Import | ast.ImportFrom)
+        )
         return [
-            {"name": node.name, "script": ast.get_source_segment(text, node, padded=True) or ""}
+            {"name": node.name, "script": imports + (ast.get_source_segment(text, node, padded=True) or "") + "\n"}
             for node in tree.body
             if isinstance(node, ast.FunctionDef)
         ]

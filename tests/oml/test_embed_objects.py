@@ -86,28 +86,6 @@ def test_which_functions_travel_as_source_and_which_pickled():
     assert function_fields("def f():\n    return 1\n") == {"script": "def f():\n    return 1\n"}
 
 
-@SQLITE
-def test_notebook_functions_closures_and_graphics(iris):
-    namespace: dict = {"__name__": "__main__", "OFFSET": 5}
-    exec("def notebook(x):\n    return x + OFFSET\n", namespace)
-    assert oml.do_eval(namespace["notebook"], x=1) == 6
-    factor = 7
-    assert oml.index_apply(2, lambda i: i * factor) == [7, 14]
-
-    def plot(title):
-        import matplotlib.pyplot as plt
-
-        plt.plot([1, 2, 3])
-        plt.title(title)
-        return {"drawn": True}
-
-    image = oml.do_eval(plot, graphics=True, title="Random Red Dots")
-    assert isinstance(image, oml.embed._DataImage)
-    assert image.dat == image.data == {"drawn": True}  # Oracle's `.dat`, and `.data`
-    assert image.img[0].startswith(b"\x89PNG") and image.title == ["Random Red Dots"]
-    assert repr(image) == repr({"drawn": True})
-
-
 class _Pid:
     """Unpickles into the pid of the process that loads it."""
 
@@ -116,7 +94,12 @@ class _Pid:
 
 
 @SQLITE
-def test_the_server_never_loads_a_callers_pickle(iris):
+def test_notebook_functions_closures_and_the_server_never_loading_a_pickle(iris):
+    namespace: dict = {"__name__": "__main__", "OFFSET": 5}
+    exec("def notebook(x):\n    return x + OFFSET\n", namespace)  # a notebook's function, using its globals
+    assert oml.do_eval(namespace["notebook"], x=1) == 6
+    factor = 7
+    assert oml.index_apply(2, lambda i: i * factor) == [7, 14]
     # The live server runs in this process: had it loaded the pickle, the value would be this process's pid.
     pid = oml.do_eval(lambda who: who, who=_Pid())
     assert isinstance(pid, int) and pid != os.getpid()
