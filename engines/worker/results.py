@@ -88,9 +88,10 @@ ROWS_HINT = "a pandas.DataFrame, a numpy.ndarray, a tuple (one row) or a list of
 
 
 def conform(value: Any, columns: list[tuple[str, str]]) -> pd.DataFrame:
-    """The function's value as a DataFrame with the prototype's columns (matched by position, named as the
-    prototype names them) and types: integers rounded half away from zero (as Oracle stores a number in an
-    integer column), text as str, timestamps parsed. NotSerializable says what does not fit."""
+    """The function's value as a DataFrame with the prototype's columns (matched by name when a DataFrame has
+    the same names, else by position, and named as the prototype names them) and types: integers rounded half
+    away from zero (as Oracle stores a number in an integer column), text as str, timestamps parsed.
+    NotSerializable says what does not fit."""
     names = [n for n, _ in columns]
     if value is None:
         df = pd.DataFrame({n: [] for n in names})
@@ -111,6 +112,8 @@ def conform(value: Any, columns: list[tuple[str, str]]) -> pd.DataFrame:
         raise NotSerializable(
             f"func_value has {len(names)} columns ({', '.join(names)}); the function returned {len(df.columns)}"
         )
+    if isinstance(value, pd.DataFrame) and sorted(map(str, df.columns)) == sorted(names):
+        df = df.set_axis(list(map(str, df.columns)), axis=1)[names]  # the same names: matched by name
     out = {}
     for (name, kind), col in zip(columns, (df.iloc[:, i] for i in range(len(names))), strict=True):
         try:

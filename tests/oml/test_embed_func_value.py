@@ -132,6 +132,8 @@ def test_values_are_shaped_to_the_prototype_in_the_worker():
     assert orjson.loads(columnar(df, cols)) == {"ID": [2, -3, None], "VAL": [1.0, None, 3.0], "S": ["x", None, "3"]}
     assert conform(None, cols).empty
     assert conform([(1, 2.0, "a"), (2, 3.0, "b")], cols)["ID"].tolist() == [1, 2]
+    swapped = conform(pd.DataFrame({"S": ["a"], "ID": [1], "VAL": [0.5]}), cols)  # same names: matched by name
+    assert swapped.iloc[0].tolist() == [1, 0.5, "a"]
     with pytest.raises(NotSerializable, match="must return"):
         conform({"a": 1}, cols)
     with pytest.raises(NotSerializable, match="does not fit"):
