@@ -22,7 +22,7 @@ import pandas as pd
 
 from oml.script import SCRIPT_NAME_RE
 
-#: Most bytes of pickled data a call may send (the server's limit, engines.spec.MAX_PICKLED_BYTES).
+#: Most bytes of pickled data a call may send (the server's limit, engines.extensions.MAX_PICKLED_BYTES).
 MAX_PICKLED_BYTES = 32 * 1024 * 1024
 
 

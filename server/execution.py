@@ -11,11 +11,12 @@ from typing import Any
 
 from datastore import service as ds
 from engines.assemble import Body
+from engines.extensions import MAX_PICKLED_BYTES
 from engines.jobs import JobRecord, JobStore, SchedulerConfig
 from engines.pool import RequestHandler
 from engines.runner import Limits
 from engines.service import ExecutionService, JobLimits, Observer
-from engines.spec import MAX_PICKLED_BYTES, VERBS, AdHoc, ApplyRequest, Call, ExecutionBody
+from engines.spec import VERBS, AdHoc, ApplyRequest, Call, ExecutionBody
 from repository import service as repo
 from repository.source import entry_function
 from server import func_value

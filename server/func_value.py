@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from engines.assemble import Body
 from engines.errors import ResultNotSerializable
+from engines.extensions import FuncValue
 from engines.protocol import Kind
-from engines.spec import ApplyRequest, FuncValue
+from engines.spec import ApplyRequest
 from server.routes.tables import describe_item
 from server.services import Services
 from tables import service as tbl

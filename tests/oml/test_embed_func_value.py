@@ -11,7 +11,7 @@ import pytest
 
 import oml
 from engines.errors import ResultNotSerializable
-from engines.spec import FuncValue, column_type
+from engines.extensions import FuncValue, column_type
 from engines.worker.results import NotSerializable, columnar, conform
 from server.func_value import rows_table
 from tests.data import iris_frame
