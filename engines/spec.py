@@ -305,7 +305,7 @@ class AdHoc(BaseModel):
     @model_validator(mode="after")
     def _one_function(self) -> AdHoc:
         if (self.script is None) == (self.pickledFunc is None):
-            raise ValueError("give the function as `script` (its source) or as `pickledFunc`, not both")
+            raise ValueError("give the function either as `script` (its source) or as `pickledFunc`")
         return self
 
 
