@@ -16,7 +16,7 @@ from urllib.parse import quote
 from oml import ds, graphics, script, services
 from oml._connection import PYQD, Connection, current, set_current
 from oml.core.series import Boolean, Bytes, Datetime, Float, String
-from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
+from oml.embed import DataImage, Job, check_embed, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
     AuthenticationError,
     ExecutionError,
@@ -29,6 +29,7 @@ from oml.errors import (
 )
 from oml.frame import DataFrame, create, dir, drop, push, sync
 from oml.graphics import boxplot, hist
+from oml.script import export_script, import_script
 
 __all__ = [
     "connect",
@@ -60,6 +61,9 @@ __all__ = [
     "row_apply",
     "group_apply",
     "index_apply",
+    "check_embed",
+    "import_script",
+    "export_script",
     "OMLError",
     "ServerError",
     "AuthenticationError",
