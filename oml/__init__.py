@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from oml import ds, script, services
+from oml import core, cursor, ds, script, services
 from oml._connection import PYQD, Connection, current, set_current
 from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
@@ -40,6 +40,8 @@ __all__ = [
     "create",
     "sync",
     "drop",
+    "cursor",
+    "core",
     "DataFrame",
     "DataImage",
     "Job",
