@@ -103,10 +103,7 @@ def test_binds_become_literals(connected):
     with pytest.raises(dbapi.NotSupportedError):
         cr.executemany("select ID from T where ID = :1", [[1], [2]])
 
-
-def test_hostile_bind_values_stay_values(connected):
-    """A bind value is a literal on the parse tree: quotes, comments and statement separators in it are data."""
-    cr = oml.cursor()
+    # attacks: a bind value is a literal on the parse tree; quotes, comments and separators in it are data
     hostile = "x' OR '1'='1"
     assert cr.execute("select ID from T where NAME = :n", n=hostile).fetchall() == [(4,)]  # the one row named so
     for value in ("' OR 1=1 --", "'; DELETE FROM T; --", "a' UNION SELECT NAME FROM T --", "\\'; --"):
@@ -152,7 +149,27 @@ def test_writes_and_foreign_tables_are_refused(connected, services):
         cr.execute("select * from T")
 
 
+def read_in_the_engine():
+    import oml
+
+    conn = oml.core.methods._get_conn()
+    conn.action, conn.module = "scoring", "nightly"
+    with oml.cursor() as cr:
+        rows = cr.execute("select ID, NAME from T where ID <= :n order by ID", n=2).fetchall()
+        refused = ""
+        try:
+            cr.execute("delete from T")
+        except Exception as e:  # its class is checked by the test
+            refused = type(e).__name__
+    conn.close()
+    return {"rows": [list(r) for r in rows], "refused": refused, "after": len(oml.sync(table="T").pull())}
+
+
 def test_get_conn_is_a_harmless_session_handle(connected):
+    # in the engine, a script's `import oml` gets the same names, reading with the caller's rights
+    out = oml.do_eval(read_in_the_engine)
+    assert out == {"rows": [[1, "a"], [2, "b"]], "refused": "ProgrammingError", "after": 5}
+
     conn = methods._get_conn()
     assert methods._get_conn() is conn  # the same object until it is closed
     for name, value in [("action", "DBT RUN OML4PY"), ("client_identifier", "dbt-1"), ("clientinfo", "host_x86_64")]:
@@ -178,25 +195,3 @@ def test_get_conn_is_a_harmless_session_handle(connected):
     oml.disconnect()
     with pytest.raises(oml.NotConnectedError):
         methods._get_conn()
-
-
-def read_in_the_engine():
-    import oml
-
-    conn = oml.core.methods._get_conn()
-    conn.action, conn.module = "scoring", "nightly"
-    with oml.cursor() as cr:
-        rows = cr.execute("select ID, NAME from T where ID <= :n order by ID", n=2).fetchall()
-        refused = ""
-        try:
-            cr.execute("delete from T")
-        except Exception as e:  # its class is checked by the test
-            refused = type(e).__name__
-    conn.close()
-    return {"rows": [list(r) for r in rows], "refused": refused, "after": len(oml.sync(table="T").pull())}
-
-
-def test_cursor_and_get_conn_inside_the_engine(connected):
-    """A script's `import oml` gets the same cursor, reading with the caller's rights through the bridge."""
-    out = oml.do_eval(read_in_the_engine)
-    assert out == {"rows": [[1, "a"], [2, "b"]], "refused": "ProgrammingError", "after": 5}
