@@ -68,6 +68,7 @@ def test_fetching_description_rowcount_and_iteration(connected):
 
     # a query without rows
     assert cr.execute("select ID from T where ID > 100").fetchall() == []
+    assert cr.description is not None and [d[0] for d in cr.description] == ["ID"]
     assert cr.rowcount == 0
 
     # Oracle's notebook pattern: keep a cursor, run several statements, close it
