@@ -1,8 +1,9 @@
 """dbt-oracle's Python models against pyqd: the script its macros render runs unchanged in the engine, submitted by
 dbt-oracle's own OML REST client, and materializes its table.
 
-dbt-oracle runs in a venv of its own (tests/oml/dbt_runner.py runs there), built once from pyproject's `dbt`
-extra: dbt-core's pins cannot share the dev venv (see pyproject.toml), and dbt is a separate process anyway.
+dbt-oracle runs in a venv of its own (tests/oml/dbt_runner.py runs there), built once per machine from pyproject's
+`dbt` extra into the user's cache: dbt-core's pins cannot share the dev venv (see pyproject.toml), and dbt is a
+separate process anyway.
 What dbt-oracle does over SQL on Oracle (`sys.pyqScriptCreate`, renaming `<model>__dbt_tmp`) the test does with
 pyqd's client: the script is stored with `oml.script.create`, and the `__DBT_TMP` table is what is checked.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.xdist_group("dbt")
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("dbt_runner.py")
-#: Seconds allowed to build the dbt venv (pip from PyPI, once per dev venv) and for one dbt step.
+#: Seconds allowed to build the dbt venv (pip from PyPI, once per machine) and for one dbt step.
 VENV_BUILD_TIMEOUT_S = 900
 DBT_STEP_TIMEOUT_S = 300
 SCHEMA = "oml_user"  # dbt's target schema: the pyqd user the models run as
@@ -65,12 +68,20 @@ PROJECT = {
               oml_cloud_service_url: http://127.0.0.1:1
     """,
     "seeds/numbers.csv": "N,NAME\n1,one\n2,two\n3,three\n",
+    "models/sources.yml": f"""
+        version: 2
+        sources:
+          - name: raw
+            schema: {SCHEMA}
+            tables:
+              - name: numbers
+    """,
     # No database to ask whether the model's table exists: a table model is never incremental.
     "macros/offline.sql": "{% macro is_incremental() %}{{ return(False) }}{% endmacro %}\n",
     "models/py_pandas.py": """
         def model(dbt, session):
             dbt.config(materialized="table")
-            numbers = dbt.ref("numbers").pull()
+            numbers = dbt.source("raw", "numbers").pull()
             numbers["SQUARE"] = numbers["N"] * numbers["N"]
             return numbers[numbers["N"] > 1]
     """,
@@ -97,17 +108,24 @@ def dbt_requirements() -> list[str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dbt"]
 
 
+def dbt_venv(requirements: list[str]) -> Path:
+    """Where the venv for these requirements lives: the user's cache, so it outlives checkouts and dev venvs."""
+    key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "pyqd-tests" / f"dbt-oracle-{key}"
+
+
 @pytest.fixture(scope="session")
 def dbt_python() -> Path:
-    """The python of a venv holding dbt-oracle, built beside the dev venv on first use (a lock keeps the test
-    workers from building it twice) and rebuilt when pyproject's `dbt` extra changes."""
-    venv = Path(sys.prefix) / "dbt-oracle"
-    python = venv / "bin" / "python"
+    """The python of a venv holding pyproject's `dbt` extra, built on first use (a lock keeps the test workers
+    from building it twice; a stamp written last makes a half-built one be built again)."""
     requirements = dbt_requirements()
-    stamp = venv / ".pyqd-requirements"
-    with open(Path(sys.prefix) / "dbt-oracle.lock", "w") as lock:
+    venv = dbt_venv(requirements)
+    python, stamp = venv / "bin" / "python", venv / ".pyqd-built"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (stamp.exists() and stamp.read_text() == "\n".join(requirements)):
+        if not stamp.exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
             built = subprocess.run(
                 [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
@@ -116,7 +134,7 @@ def dbt_python() -> Path:
                 timeout=VENV_BUILD_TIMEOUT_S,
             )
             assert built.returncode == 0, f"installing {requirements} failed:\n{built.stdout}\n{built.stderr}"
-            stamp.write_text("\n".join(requirements))
+            stamp.touch()
     return python
 
 
@@ -182,7 +200,8 @@ def test_dbt_oracle_renders_the_script_pyqd_runs(rendered):
         assert "materialize(final_df, table=table_name.upper(), session=oml)" in script
         assert "elif isinstance(df, oml.core.frame.DataFrame):\n           df.materialize(table=table)" in script
         assert item["model"]["alias"] == alias
-    assert 'refs = {"numbers": "oml_user.numbers"}' in rendered["py_pandas"]["script"]
+    assert 'sources = {"raw.numbers": "oml_user.numbers"}' in rendered["py_pandas"]["script"]
+    assert 'refs = {"numbers": "oml_user.numbers"}' in rendered["py_proxy"]["script"]
     assert rendered["py_proxy"]["model"]["config"]["async_flag"] is True
     assert rendered["py_env"]["model"]["config"]["conda_env_name"] == "dbt_env"
 
@@ -192,7 +211,8 @@ def do_eval_calls(outcome: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_pandas_model_runs_synchronously(rendered, dbt_python, oml_user, tmp_path):
-    """A model returning a pandas DataFrame: the script stores it with `oml.create`; dbt-oracle's client gets a
+    """A model reading a dbt source and returning a pandas DataFrame: the script stores it with `oml.create`
+    (a persistent table written from inside the engine); dbt-oracle's client gets a
     token, calls do-eval synchronously, and finds no errorMessage."""
     connect_and_seed(oml_user)
     store_script(rendered, "py_pandas")
