@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from oml import core, cursor, ds, script, services
+from oml import core, cursor, ds, graphics, script, services
 from oml._connection import PYQD, Connection, current, set_current
+from oml.core.series import Boolean, Bytes, Datetime, Float, String
 from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
     AuthenticationError,
@@ -26,7 +27,8 @@ from oml.errors import (
     ServerBusyError,
     ServerError,
 )
-from oml.frame import DataFrame, create, drop, sync
+from oml.frame import DataFrame, create, dir, drop, push, sync
+from oml.graphics import boxplot, hist
 
 __all__ = [
     "connect",
@@ -35,14 +37,24 @@ __all__ = [
     "script",
     "ds",
     "services",
+    "graphics",
+    "boxplot",
+    "hist",
     "grant",
     "revoke",
     "create",
     "sync",
     "drop",
+    "push",
+    "dir",
     "cursor",
     "core",
     "DataFrame",
+    "Float",
+    "String",
+    "Boolean",
+    "Bytes",
+    "Datetime",
     "DataImage",
     "Job",
     "do_eval",
@@ -82,6 +94,12 @@ def connect(
 
 
 def disconnect(cleanup: bool = True) -> None:
+    """Close the connection; with cleanup (the default) the temporary tables made by `oml.push` (and
+    `materialize()` without a name) through it are dropped first, as Oracle drops them at the session's end."""
+    if cleanup:
+        from oml.frame import _drop_temporary
+
+        _drop_temporary()
     set_current(None)
 
 
