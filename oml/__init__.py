@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from oml import ds, graphics, script, services
+from oml import core, cursor, ds, graphics, script, services
 from oml._connection import PYQD, Connection, current, set_current
 from oml.core.series import Boolean, Bytes, Datetime, Float, String
 from oml.embed import DataImage, Job, check_embed, do_eval, group_apply, index_apply, row_apply, table_apply
@@ -48,6 +48,8 @@ __all__ = [
     "drop",
     "push",
     "dir",
+    "cursor",
+    "core",
     "DataFrame",
     "Float",
     "String",
