@@ -519,19 +519,22 @@ class WorkerPool:
             self._maintenance.clear()
 
     def _env_round(self) -> tuple[str | None, list[Worker]]:
-        """Under the lock: an environment that wants one more fresh worker (if there is room), and the fresh
-        workers of environments no longer in use (taken out of the pool; the caller kills them)."""
+        """Under the lock: an environment that wants one more fresh worker (if there is room, or a user's worker
+        idle past the idle timeout to make room with), and the workers to retire: fresh ones of environments no
+        longer in use, and that idle one (all taken out of the pool; the caller kills them)."""
         retire: list[Worker] = []
         for env in self._warmth.forget_idle():
             retire += self._fresh.pop(env, [])
         for env in [e for e, ws in self._fresh.items() if e and ws and self._warmth.wanted(e) == 0]:
             retire += self._fresh.pop(env)
-        if self._total() - len(retire) >= self.config.size:
-            return None, retire
-        for env in self._warmth.active():
-            if len(self._fresh[env]) + self._warming[env] < self._warmth.wanted(env):
-                return env, retire
-        return None, retire
+        short = (e for e in self._warmth.active() if len(self._fresh[e]) + self._warming[e] < self._warmth.wanted(e))
+        env = next(short, None)
+        if env is not None and self._total() >= self.config.size:
+            stale = self._stale_idle()
+            if stale is None:
+                return None, retire
+            retire.append(stale)
+        return env, retire
 
     def _stale_idle(self) -> Worker | None:
         """An idle worker of some user past the idle timeout, removed from the pool (caller kills it)."""
