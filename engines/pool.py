@@ -523,10 +523,10 @@ class WorkerPool:
         idle past the idle timeout to make room with), and the workers to retire: fresh ones of environments no
         longer in use, and that idle one (all taken out of the pool; the caller kills them)."""
         retire: list[Worker] = []
-        for env in self._warmth.forget_idle():
-            retire += self._fresh.pop(env, [])
-        for env in [e for e, ws in self._fresh.items() if e and ws and self._warmth.wanted(e) == 0]:
-            retire += self._fresh.pop(env)
+        for gone in self._warmth.forget_idle():
+            retire += self._fresh.pop(gone, [])
+        for unused in [e for e, ws in self._fresh.items() if e and ws and self._warmth.wanted(e) == 0]:
+            retire += self._fresh.pop(unused)
         short = (e for e in self._warmth.active() if len(self._fresh[e]) + self._warming[e] < self._warmth.wanted(e))
         env = next(short, None)
         if env is not None and self._total() >= self.config.size:
