@@ -338,3 +338,61 @@ def test_an_environments_warm_workers_grow_with_use_and_idle_down(store):
             p.hold("nothing-here", 60)
     finally:
         p.close()
+
+
+# -- the request and the engines -----------------------------------------------------------------------------
+def test_envName_is_parsed_into_the_request_and_the_worker_key():
+    from engines.spec import Call, parse_request
+
+    request = parse_request("eval", {"envName": "envtest"})
+    assert request.env_name == "envtest"
+    assert parse_request("eval", {"envName": ""}).env_name is None
+    own = Call(user="ALICE", script_name="f", source="", script_owner="ALICE", request=request)
+    foreign = Call(user="ALICE", script_name="f", source="", script_owner="BOB", request=request)
+    assert own.worker_key == "ALICE\x01envtest" and foreign.worker_key == "ALICE\x00BOB\x01envtest"
+    assert request.model_validate_json(request.model_dump_json()) == request  # as an async job stores it
+
+
+@pytest.mark.parametrize("engine", ["dask", "inline"])
+def test_an_engine_without_environments_refuses_envName_clearly(engine):
+    from engines.dask.engine import DaskConfig, DaskWorkers
+    from engines.errors import EnvironmentUnsupported
+    from engines.inline import InlinePool
+    from engines.pool import PoolSettings
+    from engines.runner import Limits
+    from engines.service import ExecutionService
+    from tests.engines.support import make_call
+
+    if engine == "dask":  # never started: the refusal comes before any cluster is asked
+        workers: object = DaskWorkers(
+            DaskConfig(scheduler="tcp://127.0.0.1:9", api_url="http://127.0.0.1:9", host=PoolSettings())
+        )
+        message = "envName is not supported on the Dask engine"
+    else:
+        workers, message = InlinePool(1), "envName is not supported by this engine"
+    service = ExecutionService(workers, None, None, Limits())  # type: ignore[arg-type]
+    with pytest.raises(EnvironmentUnsupported, match=message):
+        service.run(make_call("eval", "def f():\n    return 1\n", {"envName": "envtest"}))
+    with pytest.raises(EnvironmentUnsupported, match=message):
+        service.submit(make_call("eval", "def f():\n    return 1\n", {"envName": "envtest"}), "v1", "do-eval")
+
+
+def test_preloads_are_per_user_with_a_quota():
+    from engines.envs import MAX_PRELOADS_PER_USER, Preloads
+
+    preloads = Preloads()
+    for i in range(MAX_PRELOADS_PER_USER):
+        preloads.add("ALICE", f"env{i}", overwrite=False)
+    with pytest.raises(ValueError, match="quota"):
+        preloads.add("ALICE", "one-more", overwrite=False)
+    with pytest.raises(ValueError, match="already preloaded"):
+        preloads.add("ALICE", "env0", overwrite=False)
+    again = preloads.add("ALICE", "env0", overwrite=True)  # within the quota: it replaces its own
+    preloads.add("BOB", "env0", overwrite=False)  # another user's preloads are his own
+    assert [p.env for p in preloads.of("BOB")] == ["env0"]
+    assert preloads.until("env0") >= again.expires
+    assert preloads.remove("ALICE", "env0") and not preloads.remove("ALICE", "env0")
+    item = preloads.add("CAROL", "e", overwrite=False, seconds=3600)
+    listing = item.listing(now=item.created + 1723)
+    assert listing["duration"] == "0 hrs, 28 mins, 43 secs" and listing["envName"] == "e"
+    assert item.listing(now=item.created + 7200)["duration"] == "1 hrs, 0 mins, 0 secs"  # up until it expired

@@ -144,7 +144,7 @@ def test_every_verb_runs_in_the_environment(api, alice):
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_an_async_job_runs_in_its_environment(api, alice, version):
     """As dbt-oracle's Python models send it: `envName` with `asyncFlag`, then the job's result."""
-    body = {"envName": "envtest", "asyncFlag": True, "timeout": 1800, "service": "LOW"}
+    body = {"service": "HIGH", "asyncFlag": True, "timeout": 1800, "envName": "envtest"}
     r = api.client.post(f"/oml/api/py-scripts/{version}/do-eval/uses_package", headers=alice, json=body)
     assert r.status_code == 201, r.text
     done = wait_done(api, alice, r.headers["location"])
@@ -232,3 +232,16 @@ def test_a_preload_of_no_environment_gets_a_clear_oml_400(api, alice, body):
     r = api.client.post(url, headers=alice, json=body) if body is not None else api.client.post(url, headers=alice)
     oml_error(r)
     assert api.client.get(url, headers=alice).json() == {"environments": []}
+
+
+def test_preloads_are_refused_on_the_dask_engine(api, alice):
+    from engines.dask.engine import DaskConfig, DaskWorkers
+    from engines.pool import PoolSettings
+
+    nowhere = "tcp://127.0.0.1:9"
+    api.services.cluster = DaskWorkers(DaskConfig(scheduler=nowhere, api_url="http://127.0.0.1:9", host=PoolSettings()))
+    try:
+        r = api.client.post("/oml/api/py-scripts/v2/preload/conda", headers=alice, json={"envName": "envtest"})
+        assert oml_error(r) == "envName is not supported on the Dask engine"
+    finally:
+        api.services.cluster = None
