@@ -216,7 +216,8 @@ def create(
     index: IndexOptions | None = None,
     timeout_s: float = BUILD_TIMEOUT_S,
 ) -> EnvInfo:
-    """Build environment `name` from a requirements file's text (replacing the current build with `replace`)."""
+    """Build environment `name` from a requirements file's text (replacing the current build with `replace`, whose
+    description it keeps unless given another)."""
     check_name(name)
     requirements = parse_requirements(requirements_text)
     server = server_packages()
@@ -225,8 +226,11 @@ def create(
         raise BuildFailed("; ".join(problems))
     started = time.monotonic()
     with _locked(store):
-        if store.build_dir(name) is not None and not replace:
+        current = store.get(name)
+        if current is not None and not replace:
             raise EnvExists(name)
+        if current is not None and description is None:
+            description = current.description  # a rebuild keeps what the environment is for
         _remove_unfinished(store)
         store.builds.mkdir(parents=True, exist_ok=True)
         build = store.builds / f"{name}-{secrets.token_hex(6)}"
@@ -277,6 +281,9 @@ def _build(
         str(build / "requirements.txt"),
         "--excludes",
         str(build / "excludes.txt"),
+        # Workers never write bytecode (the packages are read-only to them): without it each new worker would
+        # compile every module it imports from source again.
+        "--compile-bytecode",
         *index.args(),
     ]
     try:

@@ -42,8 +42,13 @@ PROBE = """def probe(paths=None):
         import pyqd_envtest_pkg
         out["value"] = pyqd_envtest_pkg.VALUE
         here = pyqd_envtest_pkg.__file__
+        site = sys.path[0]  # the environment's packages, reached through a descriptor
         paths = {**(paths or {}), "read own package": here, "write own package": here,
-                 "write new file in site": os.path.join(os.path.dirname(os.path.dirname(here)), "planted.py")}
+                 "write new file in site": os.path.join(site, "planted.py"),
+                 "read metadata above the descriptor": os.path.join(site, "..", "env.json"),
+                 "list builds above the descriptor": os.path.join(site, "..", ".."),
+                 "list envs root above the descriptor": os.path.join(site, "..", "..", ".."),
+                 "list data dir above the descriptor": os.path.join(site, "..", "..", "..", "..")}
     except ImportError as e:
         out["import"] = str(e)
     try:
@@ -319,8 +324,9 @@ def test_an_environments_package_cannot_write_or_read_outside_the_sandbox(pool, 
 
 
 def test_an_environments_warm_workers_grow_with_use_and_idle_down(store):
+    # An idle timeout long enough for a busy machine to start a worker within it, short enough to wait out.
     limits = worker_limits(memory_mb=1024, cpu_seconds=0, user_setting="auto", sandbox=True)
-    p = WorkerPool(PoolConfig(size=4, warm=1, limits=limits, envs_dir=str(store.root), idle_timeout_s=2))
+    p = WorkerPool(PoolConfig(size=4, warm=1, limits=limits, envs_dir=str(store.root), idle_timeout_s=6))
     p.start()
     try:
         assert p.env_stats() == {}  # none ready for an environment nobody used
