@@ -186,18 +186,26 @@ def test_a_build_adds_only_its_packages_to_the_servers(store):
     # numpy, which the package needs, comes from the server: it was neither fetched (there is no index) nor copied
     assert info.packages == [{"name": PACKAGE, "version": "1.0"}]
     assert sorted(os.listdir(info.site)) == [PACKAGE, f"{PACKAGE}-1.0.dist-info"]
+    # compiled at build time: workers cannot write bytecode, and would compile every module again without it
+    assert [f.endswith(".pyc") for f in os.listdir(os.path.join(info.site, PACKAGE, "__pycache__"))] == [True]
     assert info.requirements == [PACKAGE] and info.python.count(".") == 1 and info.size > 0
     assert [e.name for e in store.list()] == ["envtest", "other.env-2"]
 
 
 def test_a_cached_rebuild_takes_well_under_five_seconds(store, wheels, pool):
     before = run(pool, with_env("REBUILDER", "envtest"))
+    old = store.get("envtest")
+    assert old is not None
+    (pyc,) = os.scandir(os.path.join(old.site, PACKAGE, "__pycache__"))
     started = time.monotonic()
     info = build(store, "envtest", f"{PACKAGE}\n", wheels, description="the test package", replace=True)
     took = time.monotonic() - started
     print(f"\ncached rebuild of envtest: {took:.3f} s")
     assert took < 5.0
-    assert store.get("envtest") == info
+    assert store.get("envtest") == info and info.path != old.path and not os.path.exists(old.path)
+    # the unchanged package's bytecode was taken over, not compiled again
+    (again,) = os.scandir(os.path.join(info.site, PACKAGE, "__pycache__"))
+    assert again.name == pyc.name and again.inode() == pyc.inode()
     # the worker of the old build is not handed out again: a new one, confined to the new build, runs the call
     after = run(pool, with_env("REBUILDER", "envtest"))
     assert after.get("value") == 42 and after["token"] != before["token"], (before, after)
