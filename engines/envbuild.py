@@ -149,6 +149,8 @@ def check_against_server(requirements: list[Requirement], server: dict[str, str]
     """Requirements that name one of the server's packages in a version the server does not have."""
     problems = []
     for req in requirements:
+        if req.marker is not None and not req.marker.evaluate():
+            continue  # not for this interpreter or platform
         version = server.get(canonicalize_name(req.name))
         if version is not None and not req.specifier.contains(version, prereleases=True):
             problems.append(
