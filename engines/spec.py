@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from engines import envs
 from engines.errors import InvalidApplyRequest
 from engines.extensions import FuncValue, Pickled
 from engines.protocol import InputType, Kind
@@ -106,7 +107,11 @@ class ExecutionBody(BaseModel):
     graphicsFlag: OmlBool | None = Field(None, description="Return the figures the function drew, as PNG")
     parallelFlag: OmlBool | None = Field(None, description="Run units in parallel workers")
     parallel: bool | int | None = Field(None, description="Degree of parallelism (or true/false)")
-    envName: str | None = Field(None, description="Not supported: scripts run in the server's environment")
+    envName: str | None = Field(
+        None,
+        description="The environment to run in: packages added to the server's (`pyqd env create`; "
+        "GET /py-scripts/v1/envs lists them). Not on the Dask engine",
+    )
     resultFormat: Literal["json", "pickle"] | None = Field(
         None, description="pyqd extension: `pickle` returns the values pickled, for the Python client"
     )
@@ -142,9 +147,8 @@ class ExecutionBody(BaseModel):
     @field_validator("envName")
     @classmethod
     def _env(cls, v: str | None) -> str | None:
-        if v:
-            raise ValueError("is not supported: pyqd runs scripts in the server's Python environment")
-        return v
+        """A valid name (whether it exists is the engine's to say); an empty one means none."""
+        return envs.check_name(v) if v else None
 
     def to_request(self, kind: Kind) -> ApplyRequest:
         """The engine's form: `oml_*` controls folded in (first-class body fields win over their twins inside
@@ -198,6 +202,7 @@ class ExecutionBody(BaseModel):
             result_format=result_format,
             trust_pickle=self.trustPickle is True,
             func_value=self.funcValue,
+            env_name=self.envName,
         )
 
     def pickled_bytes(self) -> int:
@@ -361,6 +366,8 @@ class ApplyRequest(BaseModel):
     trust_pickle: bool = False
     #: pyqd extension `funcValue`: the values become rows of a new table in the caller's schema.
     func_value: FuncValue | None = None
+    #: `envName`: the per-script environment the call's workers run in (`engines.envs`; None: the server's own).
+    env_name: str | None = None
 
     def degree_of_parallelism(self, pool_size: int) -> int:
         """Workers to use: 1 unless parallel; else `parallel` (or the service default), capped by the
@@ -400,8 +407,9 @@ class Call(BaseModel):
     @property
     def worker_key(self) -> str:
         """Which workers may run it: the caller's own, or a separate set for another owner's code (it could
-        leave code behind in a process the caller's own calls would reuse)."""
-        return self.user if self.own_script else f"{self.user}{WORKER_KEY_SEPARATOR}{self.script_owner or '?'}"
+        leave code behind in a process the caller's own calls would reuse), each per environment (`envName`)."""
+        key = self.user if self.own_script else f"{self.user}{WORKER_KEY_SEPARATOR}{self.script_owner or '?'}"
+        return envs.with_env(key, self.request.env_name)
 
 
 #: Separates the caller from a foreign script's owner in a worker key (user names never contain it).

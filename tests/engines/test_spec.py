@@ -69,7 +69,7 @@ def test_degree_of_parallelism_is_capped_by_service(parallel, flag, service, dop
         ("eval", {"parameters": '{"oml_input_type": "polars"}'}),
         ("eval", {"service": "ULTRA"}),
         ("eval", {"graphicsFlag": "maybe"}),
-        ("eval", {"envName": "seaborn"}),
+        ("eval", {"envName": "../seaborn"}),
         ("eval", {"timeout": 0}),
     ],
 )
