@@ -28,7 +28,9 @@ from click.testing import CliRunner
 
 import oml
 from oml._source import parse_script
+from engines.pool import WorkerPool
 from server.cli import main as pyqd_cli
+from server.services import make_pool
 from server.settings import Settings
 
 #: One worker runs this module, so dbt renders the project once.
@@ -259,6 +261,18 @@ def store_flags(settings: Settings) -> list[str]:
     return flags
 
 
+@pytest.fixture
+def own_pool(settings: Settings, services: Any) -> Any:
+    """A worker pool that runs the environments of this test's data directory (the session's pool knows none)."""
+    pool: WorkerPool = make_pool(settings)
+    pool.start()
+    previous, services.pool = services.pool, pool
+    yield pool
+    services.pool = previous
+    pool.close()
+
+
+@pytest.mark.usefixtures("own_pool")
 @pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
 def test_conda_env_name_runs_the_model_in_that_environment(rendered, dbt_python, oml_user, settings, tmp_path):
     """dbt-oracle sends a model's `conda_env_name` as `envName`: an unknown one fails clearly; once an admin has
@@ -279,7 +293,7 @@ def test_conda_env_name_runs_the_model_in_that_environment(rendered, dbt_python,
     assert built.exit_code == 0, built.output
 
     outcome = run_model(dbt_python, tmp_path, oml_user, model)
-    assert outcome["ok"], outcome
+    assert outcome["ok"], [e.get("response") for e in outcome["exchanges"]]
     rows = oml.sync(table="PY_ENV__DBT_TMP").pull()
     assert rows["PLAIN"].tolist() == ["deja"]
     assert rows["PREFIX"].iloc[0] != sys.prefix  # not the server's own environment
