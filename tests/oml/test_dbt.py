@@ -27,8 +27,8 @@ import pytest
 from click.testing import CliRunner
 
 import oml
-from oml._source import parse_script
 from engines.pool import WorkerPool
+from oml._source import parse_script
 from server.cli import main as pyqd_cli
 from server.services import make_pool
 from server.settings import Settings
