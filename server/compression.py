@@ -238,6 +238,8 @@ class _Inflating:
         self.leftover = b""
         self.total = 0
         self.wire_done = False
+        #: The last piece of the body was handed on.
+        self.ended = False
         self.refused: BodyRefused | None = None
 
     async def receive(self) -> Message:
@@ -250,6 +252,9 @@ class _Inflating:
             raise
 
     async def _next(self) -> Message:
+        if self.ended:
+            # The whole body was handed on: what comes now is the wire's (http.disconnect), waited for there.
+            return await self._receive()
         while True:
             if self.inflater is not None and self.inflater.unconsumed_tail:
                 return self._message(self._inflate(self.inflater.unconsumed_tail))
@@ -278,6 +283,7 @@ class _Inflating:
         more = not self.wire_done or bool(self.leftover) or bool(self.inflater and self.inflater.unconsumed_tail)
         if not more and (self.pending or (self.inflater is not None and not self.inflater.eof)):
             raise BodyRefused(400, INVALID_PARAMETER.code, f"The request body's {self.coding} data is cut short")
+        self.ended = not more
         return {"type": "http.request", "body": piece, "more_body": more}
 
     def _inflate(self, data: bytes) -> bytes:

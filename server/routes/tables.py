@@ -82,10 +82,11 @@ class MaterializeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(max_length=MAX_SQL_CHARS, examples=["select * from IRIS where SPECIES = 'setosa'"])
-    #: Add the rows to the existing table (matching columns by name) instead of creating it.
-    append: bool = False
-    #: Same as the `temporary` query parameter.
-    temporary: bool = False
+    append: bool = Field(
+        default=False,
+        description="Add the rows to the table (its columns matched by name); creates it when there is none",
+    )
+    temporary: bool = Field(default=False, description="Make a temporary table (as the temporary query parameter)")
 
 
 def describe_item(d: TableDescription, temporary: bool = False) -> dict[str, Any]:
@@ -379,3 +380,6 @@ def revoke_table(
 
 def install(app: FastAPI) -> None:
     include_both_forms(app, router, "oml", "pyqd/v1")
+    # the materialize body, which the upload route declares by $ref (it reads its body itself)
+    schemas = getattr(app.state, "body_schemas", {})
+    app.state.body_schemas = {**schemas, "MaterializeBody": MaterializeBody.model_json_schema()}

@@ -1,5 +1,6 @@
 """A server per test module and backend (`module_api`), for the table tests that can share one: each test makes
-users of its own (`new_user`), so what one test writes never meets another's."""
+users of its own (`new_user`), so what one test writes never meets another's. A module changes the server's
+settings with a `MODULE_SETTINGS` dict."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         admin_password=ADMIN_PASSWORD,
         password_hash_time_cost=1,
         password_hash_memory_kib=1024,
+        **getattr(request.module, "MODULE_SETTINGS", {}),
     )
     if request.param == "sqlite":
         yield Settings(**common)
