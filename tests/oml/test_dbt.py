@@ -96,12 +96,11 @@ PROJECT = {
     "models/py_env.py": """
         def model(dbt, session):
             dbt.config(materialized="table", conda_env_name="dbt_env")
-            import sys
-
             import pandas as pd
+            import text_unidecode
             from text_unidecode import unidecode
 
-            return pd.DataFrame({"PREFIX": [sys.prefix], "PLAIN": [unidecode("déjà")]})
+            return pd.DataFrame({"ORIGIN": [text_unidecode.__file__], "PLAIN": [unidecode("déjà")]})
     """,
 }
 
@@ -296,4 +295,4 @@ def test_conda_env_name_runs_the_model_in_that_environment(rendered, dbt_python,
     assert outcome["ok"], [e.get("response") for e in outcome["exchanges"]]
     rows = oml.sync(table="PY_ENV__DBT_TMP").pull()
     assert rows["PLAIN"].tolist() == ["deja"]
-    assert rows["PREFIX"].iloc[0] != sys.prefix  # not the server's own environment
+    assert not rows["ORIGIN"].iloc[0].startswith(sys.prefix)  # the environment's package, not the server's
