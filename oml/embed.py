@@ -160,6 +160,10 @@ def _run(
         return Job(r.headers["location"], shape)
     if func_value is not None:
         table = r.json()["result"]
+        if table.get("temporary"):
+            from oml.frame import _register_temporary
+
+            _register_temporary(table["table_name"])  # dropped at oml.disconnect(), as a pushed table
         return DataFrame(table=table["table_name"], owner=table["owner"])
     return _answer(r, shape)
 

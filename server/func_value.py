@@ -20,6 +20,7 @@ from engines.errors import ResultNotSerializable
 from engines.extensions import FuncValue
 from engines.protocol import Kind
 from engines.spec import ApplyRequest
+from server.db import write_session
 from server.routes.tables import describe_item
 from server.services import Services
 from tables import service as tbl
@@ -39,10 +40,12 @@ def store(services: Services, caller: str, request: ApplyRequest, body: Body) ->
         body.discard()
     table = rows_table(request.kind, result, spec)
     name = spec.table or RESULT_PREFIX + secrets.token_hex(8).upper()
-    with services.sessions() as session:  # creating a table changes no metadata (grants): a read session
-        # TODO(lead): a temporary table once the tables store has them (the writes branch: `temporary=true`).
-        desc = tbl.write_table(session, services.user_data, caller, name, table, "create")
-    data = orjson.dumps({"result": describe_item(desc)})
+    with write_session(services.sessions) as session:  # a temporary table is recorded in the metadata
+        # An unnamed result is temporary, as Oracle's is (dropped with the session unless kept): the client drops
+        # it at disconnect, the server after its time limit; a named one (`funcValue.table`) is permanent.
+        expires = services.settings.temp_table_ttl_s if spec.table is None else None
+        desc = tbl.write_table(session, services.user_data, caller, name, table, "create", expires_in_s=expires)
+    data = orjson.dumps({"result": describe_item(desc, temporary=expires is not None)})
     return Body(data, None, len(data))
 
 

@@ -145,3 +145,14 @@ def test_values_are_shaped_to_the_prototype_in_the_worker():
         "text",
         "date",
     ]
+
+
+def test_an_unnamed_func_value_table_is_temporary_and_dropped_at_disconnect(oml_user, iris):
+    url, user, password = oml_user
+    res = oml.do_eval(random_red_dots, func_value=pd.DataFrame({"id": [0], "val": [0.5]}))
+    listed = {t["table_name"]: t for t in oml._connection.current().json("GET", "/oml/api/pyqd/v1/tables")}
+    assert listed[res.table]["temporary"] is True and listed["IRIS"]["temporary"] is False
+    oml.disconnect()
+    oml.connect(url=url, username=user, password=password)
+    names = {t["table_name"] for t in oml._connection.current().json("GET", "/oml/api/pyqd/v1/tables")}
+    assert res.table not in names and "IRIS" in names
