@@ -35,6 +35,8 @@ def store(services: Services, caller: str, request: ApplyRequest, body: Body) ->
     assert spec is not None
     try:
         result = orjson.loads(body.read())["result"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):  # the workers' JSON is spliced unparsed: may be anything
+        raise ResultNotSerializable("A worker answered rows for the func_value table that are not JSON") from None
     finally:
         body.discard()
     table = rows_table(request.kind, result, spec)

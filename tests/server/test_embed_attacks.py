@@ -1,0 +1,38 @@
+"""Hostile scripts and bodies against issue 12's execution surfaces (`funcValue`, `pickledKwargs`/`pickledFunc`,
+`envName`), through the REST API: a clean error in OML's shape, nothing written or loaded where it must not be,
+and the next call works."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.server.test_worker_attacks import assert_next_call_works
+
+#: A script that rewrites its own worker's func_value rendering: the worker is the script's, so what the server
+#: gets as the rows of the result table is whatever the script chooses.
+FORGE_ROWS = """def forge(payload):
+    import engines.worker.runtime as rt
+    rt.columnar = lambda df, columns: payload.encode()
+    return (1,)
+"""
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{",  # not JSON at all: spliced unparsed into the answer
+        '{"A": [1e400]}',  # a number orjson refuses (infinity)
+        '{"A": [NaN]}',
+        '{"A": ' + "[" * 2000 + "]" * 2000 + "}",  # past the JSON parser's depth limit
+    ],
+)
+def test_a_forged_func_value_answer_is_a_clean_error_and_writes_no_table(api, payload):
+    mallory = api.user("MALLORY")
+    api.script(mallory, "forge", FORGE_ROWS)
+    body = {"parameters": {"payload": payload}, "funcValue": {"columns": {"A": "float"}, "table": "FORGED"}}
+    r = api.run(mallory, "do-eval", "forge", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["errorCode"] == 1031 and "func_value" in r.json()["errorMessage"]
+    tables = api.client.get("/oml/api/pyqd/v1/tables", headers=mallory).json()
+    assert "FORGED" not in str(tables)
+    assert_next_call_works(api, mallory)
