@@ -4,8 +4,10 @@ and the next call works."""
 
 from __future__ import annotations
 
+import io
 import tracemalloc
 
+import pandas as pd
 import pytest
 
 from tests.conftest import own_pool_api
@@ -70,4 +72,20 @@ def test_a_func_value_answer_cannot_make_the_server_build_millions_of_objects(sm
     assert r.status_code == 400 and r.json()["errorCode"] == 1031, r.text
     size = 3 * n + 8
     assert peak < 8 * size, f"the server held {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB answer"
+    assert_next_call_works(api, mallory)
+
+
+@pytest.mark.parametrize("name", ["ctid", "xmin", "tableoid", "CTID", "oid", "rowid", "_rowid_"])
+def test_a_column_named_like_a_system_column_is_a_clean_answer(api, name):
+    # PostgreSQL refuses a column named like one of its system columns: that was a 500 (funcValue, uploads).
+    mallory = api.user("MALLORY")
+    api.script(mallory, "one", "def one():\n    return ('x',)\n")
+    r = api.run(mallory, "do-eval", "one", {"funcValue": {"columns": {name: "text"}, "table": "SYS_COLS"}})
+    assert r.status_code in (200, 400), r.text
+    buf = io.BytesIO()
+    pd.DataFrame({name: ["x"]}).to_parquet(buf)
+    r = api.client.post(
+        "/oml/api/pyqd/v1/tables/SYS_UP?mode=replace&format=parquet", headers=mallory, content=buf.getvalue()
+    )
+    assert r.status_code in (201, 400), r.text
     assert_next_call_works(api, mallory)
