@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from oml import core, cursor, ds, graphics, script, services
-from oml._connection import PYQD, Connection, current, set_current
+from oml._connection import PYQD, Connection, current, server_url, set_current
 from oml.core.series import Boolean, Bytes, Datetime, Float, String
 from oml.embed import DataImage, Job, check_embed, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
@@ -92,9 +92,9 @@ def connect(
 ) -> None:
     """Connect to a pyqd server: `url` (or `dsn`, or `host`+`port`), and `username` (or `user`) with `password`,
     or an access `token`. Oracle's other arguments (sid, service_name, automl, ...) are accepted and ignored."""
-    url = url or dsn or (f"http://{host}:{port or 8000}" if host else None)
+    url = server_url(url, dsn, host, port)
     set_current(None)  # a failed connect leaves no connection behind (not the previous user's)
-    set_current(Connection(url or "", username or user, password, token, verify=verify))
+    set_current(Connection(url, username or user, password, token, verify=verify))
 
 
 def disconnect(cleanup: bool = True) -> None:

@@ -20,6 +20,28 @@ PYQD = "/oml/api/pyqd/v1"
 PY_SCRIPTS = "/oml/api/py-scripts"
 
 
+def server_url(url: str | None, dsn: str | None = None, host: str | None = None, port: int | None = None) -> str:
+    """The pyqd server's base URL from `oml.connect`'s arguments: `url`, a `dsn` that is an http(s) URL, or
+    `host` and `port`. Oracle's own `dsn` (a TNS alias, `host:port/service`, an Easy Connect or descriptor string)
+    names a database that pyqd does not speak to: ValueError saying to pass `url=`."""
+    if url:
+        return url
+    if dsn:
+        if not _is_http(dsn):
+            raise ValueError(
+                f"oml.connect(dsn={dsn!r}) names an Oracle database (a TNS alias or connect string); pyqd is a "
+                "REST server: connect with oml.connect(url='http://host:8000', username=..., password=...)"
+            )
+        return dsn
+    if host:
+        return f"http://{host}:{port or 8000}"
+    raise ValueError("url is required, e.g. oml.connect(url='http://127.0.0.1:8000', ...)")
+
+
+def _is_http(url: str) -> bool:
+    return url.strip().lower().startswith(("http://", "https://"))
+
+
 class Connection:
     """One server and one identity. Thread-safe: the token is refreshed under a lock."""
 
@@ -36,6 +58,8 @@ class Connection:
     ) -> None:
         if not url:
             raise ValueError("url is required, e.g. oml.connect(url='http://127.0.0.1:8000', ...)")
+        if not _is_http(url):
+            raise ValueError(f"url must be the pyqd server's http(s):// address (http://127.0.0.1:8000); got {url!r}")
         if token is None and (not username or password is None):
             raise ValueError("give username and password (or an access token)")
         self.url = url.rstrip("/")

@@ -14,7 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from server import errors, openapi
 from server.accounts import ADMIN_NAME, bootstrap_admin
 from server.bridge import AppBridge
+from server.compression import DecompressedBodies, GzipAnswers
 from server.execution import open_execution
+from server.housekeeping import Housekeeping
 from server.limits import BodyLimit
 from server.metrics import Metrics
 from server.routes import (
@@ -43,6 +45,8 @@ pyqd speaks the OML4Py REST API for Embedded Python Execution (Oracle Machine Le
 Get a token from `/omlusers/api/oauth2/v1/token` (OML JSON grants) or `/oauth/token` (standard OAuth2),
 then send it as `Authorization: Bearer <token>`. Every path also answers in the tenant form
 `/oml/tenants/{tenant}/databases/{database}/api/...`. Operations tagged *pyqd extension* are not in Oracle's API.
+Large answers are gzip-compressed for clients that send `Accept-Encoding: gzip`; request bodies may be sent with
+`Content-Encoding: gzip` or `deflate`.
 """
 
 
@@ -79,7 +83,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         assert svc.execution.scheduler is not None
         svc.execution.scheduler.start()
         svc.start_listening()  # other servers' cache invalidations (PostgreSQL)
+        housekeeping = Housekeeping(svc, svc.settings.temp_table_sweep_s)
+        housekeeping.start()  # expired temporary tables
         app.state.services = svc
+        app.state.housekeeping = housekeeping
         # A server process (one that opened its own stores) freezes what start-up made: the collector no longer
         # rescans it for every request's garbage (a 1,000-row score answer's check made ~10,000 objects; frozen, the
         # server's CPU per such call fell 5.4 → 3.7 ms). Not for apps handed their services (tests): a full
@@ -91,6 +98,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             yield
         finally:
             svc.stop_listening()
+            await run_in_threadpool(housekeeping.stop)
             if own:
                 gc.unfreeze()
             assert svc.execution.scheduler is not None
@@ -120,7 +128,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     envs.install(app)
     for module in (omlmod_models,):
         module.install(app)
+    # Compressed bodies are inflated inside the limit of wire bytes, and held to the same limit inflated.
+    app.add_middleware(DecompressedBodies, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(GzipAnswers, min_bytes=settings.gzip_min_bytes, level=settings.gzip_level)
     app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))
     app.add_middleware(versions.deprecation_headers)  # type: ignore[arg-type]
     app.add_middleware(app.state.metrics.middleware)  # type: ignore[arg-type]

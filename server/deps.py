@@ -69,10 +69,14 @@ class Caller:
 
 #: The only routes a script token opens (module.function of the endpoint): what `import oml` inside a script
 #: needs for the caller's own (or granted) objects. Everything else, admin and token routes, script
-#: create/drop, execution and table changes, refuses it. Deny by default: a new route is closed to scripts
-#: until it is added here.
+#: create/drop, execution, grants, refuses it. Deny by default: a new route is closed to scripts until it is
+#: added here.
 # Not granting or revoking: a granted script run by its victim could otherwise hand the victim's datastores to
 # its author (the one way out of the caller's schema that `import oml` would offer).
+# Tables: a script may add to its caller's schema (`oml.create`, `oml.push`, `materialize`, as dbt-oracle's
+# Python models do in the engine), make its temporary tables permanent and drop them, but neither replace nor
+# drop a permanent table (server.routes.tables checks the token for those). A read-only token (another owner's
+# script) writes nothing at all (`current_user` refuses it every non-read).
 SCRIPT_ROUTES = frozenset(
     {
         "server.routes.datastores.list_datastores",
@@ -88,6 +92,9 @@ SCRIPT_ROUTES = frozenset(
         "server.routes.tables.describe_table",
         "server.routes.tables.read_rows",
         "server.routes.tables.table_data",
+        "server.routes.tables.upload_table",
+        "server.routes.tables.keep_table",
+        "server.routes.tables.drop_table",
         "server.routes.queries.run_query",
         # a Dask worker relaying the script's requests, which the bridge then checks against this list again
         "server.routes.relay.relay",

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     #: Names of the `{tenant}` and `{database}` path segments this server answers to.
     tenant: str = "PYQD"
     database: str = "PYQD"
+    #: Answer the tenant form of the URLs (`/oml/tenants/{tenant}/databases/{database}/api/...`) whatever tenant and
+    #: database it names: Oracle's carry the tenancy OCID and the database's name, which copied scripts hard-code.
+    #: Off: only `tenant`/`database` (any case) are answered, others are 404. URLs the server makes use `tenant`.
+    any_tenant: bool = False
     #: Development mode: allows a weak signing key and prints more.
     dev: bool = False
     signing_key: SecretStr | None = None
@@ -133,6 +137,20 @@ class Settings(BaseSettings):
     job_retention_s: float = 7 * 24 * 3600.0
     #: Results larger than this are stored in pieces of their own (`pyqd_job_chunks`), read back a piece at a time.
     job_spill_bytes: int = 1024 * 1024
+
+    # -- writes and compression (issue 12) -------------------------------------------------------------------
+    #: Seconds a temporary table (`oml.push`: an upload or materialize with temporary=true) lives before the server
+    #: drops it, unless made permanent (`POST .../tables/{name}/keep`). Clients drop theirs when they disconnect;
+    #: this is for the ones a crashed client left behind.
+    temp_table_ttl_s: float = 24 * 3600.0
+    #: How often a server drops expired temporary tables, seconds.
+    temp_table_sweep_s: float = 60.0
+    #: Answers of at least this many bytes are gzip-compressed for clients that accept it (`Accept-Encoding: gzip`);
+    #: smaller ones are sent as they are. 0 turns compression off.
+    gzip_min_bytes: int = 64 * 1024
+    #: zlib level of compressed answers: 1 is the fastest (about 80 MB/s of JSON or Arrow per core, a third of the
+    #: size); higher levels save a few percent more for several times the CPU.
+    gzip_level: int = Field(default=1, ge=1, le=9)
 
     log_level: str = Field(default="info")
 

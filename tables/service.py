@@ -11,6 +11,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tables import temporary
 from tables.errors import TableExists, TableNotFound
 from tables.frames import check_column_names, check_table_name, normalize, normalize_columns
 from tables.models import TableGrant
@@ -29,6 +30,8 @@ class TableInfo:
     name: str
     #: Set in `grant` listings.
     grantee: str | None = None
+    #: Dropped by the server when it expires, unless made permanent (`keep_table`).
+    temporary: bool = False
 
 
 def can_read(session: Session, caller: str, owner: str, table: str) -> bool:
@@ -62,9 +65,12 @@ def write_table(
     name: str,
     data: pa.Table | Upload,
     mode: WriteMode = "create",
+    *,
+    expires_in_s: float | None = None,
 ) -> TableDescription:
     """Create, replace or append to a table in the caller's schema, all or nothing. An `Upload` is written chunk
-    by chunk in one transaction, so memory holds one chunk and a bad row anywhere leaves the table as it was."""
+    by chunk in one transaction, so memory holds one chunk and a bad row anywhere leaves the table as it was.
+    With `expires_in_s` a table this write makes (created or replaced) is temporary (see `tables.temporary`)."""
     check_table_name(name)
     chunks: Iterable[pa.Table]
     if isinstance(data, Upload):
@@ -74,14 +80,35 @@ def write_table(
     else:
         table, columns = normalize(data)
         chunks = [table]
-    if mode == "create" and store.describe(caller, name) is not None:
+    existed = store.describe(caller, name) is not None
+    if mode == "create" and existed:
         raise TableExists(name)
     store.write(caller, name, chunks, columns, mode)
+    return after_write(session, store, caller, name, mode, existed, expires_in_s)
+
+
+def after_write(
+    session: Session,
+    store: UserDataStore,
+    caller: str,
+    name: str,
+    mode: WriteMode,
+    existed: bool,
+    expires_in_s: float | None,
+) -> TableDescription:
+    """Bookkeeping after a write of `caller.name`: grants of a replaced table given back, and whether the table is
+    temporary: a table the write made is temporary when `expires_in_s` is set, else permanent; an append to an
+    existing table leaves that as it was."""
     if mode == "replace":  # a replaced table is a new table to the database: give its grants back
         for grantee in session.scalars(
             select(TableGrant.grantee).where(TableGrant.owner == caller, TableGrant.table_name == name)
         ):
             store.grant_read(caller, name, grantee)
+    if not (mode == "append" and existed):
+        if expires_in_s is not None:
+            temporary.mark(session, caller, name, expires_in_s)
+        else:
+            temporary.unmark(session, caller, name)
     desc = store.describe(caller, name)
     assert desc is not None
     return desc
@@ -104,6 +131,21 @@ def describe_table(
     session: Session, store: UserDataStore, caller: str, name: str, owner: str | None = None
 ) -> TableDescription:
     return _resolve(session, store, caller, name, owner)[1]
+
+
+def is_temporary(session: Session, owner: str, name: str) -> bool:
+    return temporary.is_temporary(session, owner, name)
+
+
+def keep_table(session: Session, store: UserDataStore, caller: str, name: str) -> TableDescription:
+    """Make a table of the caller's permanent (a no-op for a permanent one). The row goes first: a sweep that
+    holds it is waited for, and then the table is gone (TableNotFound)."""
+    check_table_name(name)
+    temporary.unmark(session, caller, name)
+    desc = store.describe(caller, name)
+    if desc is None:
+        raise TableNotFound(name)
+    return desc
 
 
 def read_rows(
@@ -129,15 +171,16 @@ def list_tables(session: Session, store: UserDataStore, caller: str, scope: Tabl
             .order_by(TableGrant.table_name)
         )
         existing = set(store.list_tables(caller))
-        return [TableInfo(caller, t, g) for t, g in rows if t in existing]
-    own = [] if scope == "granted" else [TableInfo(caller, t) for t in store.list_tables(caller)]
-    if scope == "user":
-        return own
-    granted = []
-    for owner, table in sorted(readable_tables(session, caller)):
-        if store.describe(owner, table) is not None:
-            granted.append(TableInfo(owner, table))
-    return own + granted
+        listed = [(caller, t, g) for t, g in rows if t in existing]
+        temp = temporary.temporary_among(session, [(o, t) for o, t, _ in listed])
+        return [TableInfo(o, t, g, (o, t) in temp) for o, t, g in listed]
+    found = [] if scope == "granted" else [(caller, t) for t in store.list_tables(caller)]
+    if scope != "user":
+        for owner, table in sorted(readable_tables(session, caller)):
+            if store.describe(owner, table) is not None:
+                found.append((owner, table))
+    temp = temporary.temporary_among(session, found)
+    return [TableInfo(o, t, temporary=(o, t) in temp) for o, t in found]
 
 
 def drop_table(session: Session, store: UserDataStore, caller: str, name: str) -> None:
@@ -145,7 +188,7 @@ def drop_table(session: Session, store: UserDataStore, caller: str, name: str) -
     if not store.drop(caller, name):
         raise TableNotFound(name)
     session.execute(delete(TableGrant).where(TableGrant.owner == caller, TableGrant.table_name == name))
-    session.flush()
+    temporary.unmark(session, caller, name)
 
 
 def grant(session: Session, store: UserDataStore, caller: str, name: str, grantee: str | None) -> None:
@@ -180,5 +223,5 @@ def revoke(session: Session, store: UserDataStore, caller: str, name: str, grant
 def drop_owner(session: Session, store: UserDataStore, owner: str) -> None:
     """Forget a removed user: their schema and every table grant from or to them."""
     session.execute(delete(TableGrant).where(or_(TableGrant.owner == owner, TableGrant.grantee == owner)))
-    session.flush()
+    temporary.forget_owner(session, owner)
     store.drop_schema(owner)

@@ -45,10 +45,15 @@ _RECURSIVE = getattr(sqlite3, "SQLITE_RECURSIVE", 33)
 _DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "sqlite_offset"}
 
 
-def _authorizer(allowed: set[tuple[str, str]]):  # noqa: ANN202
+def authorizer(allowed: set[tuple[str, str]], insert_into: tuple[str, str] | None = None):  # noqa: ANN201
+    """Allow reading exactly the (schema, table) pairs `allowed` (and, for a materialize, inserting into the one
+    table `insert_into`), selecting, and calling functions but the denied ones; deny everything else."""
+
     def check(action: int, arg1: str | None, arg2: str | None, db: str | None, _trigger: str | None) -> int:
         if action == sqlite3.SQLITE_READ:
             return sqlite3.SQLITE_OK if (db, arg1) in allowed else sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_INSERT:
+            return sqlite3.SQLITE_OK if insert_into is not None and (db, arg1) == insert_into else sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
         if action in _ALLOWED_ACTIONS or action == _RECURSIVE:
@@ -125,14 +130,12 @@ def _stream_sqlite3(
     deadline.check()
     conn = sqlite3.connect("file::memory:", uri=True, check_same_thread=False, isolation_level=None)
     try:
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, MAX_COLUMNS)
+        set_limits(conn)
         for owner, path in paths.items():
             conn.execute("ATTACH DATABASE ? AS ?", (_uri(path), owner))
         conn.execute("PRAGMA query_only = ON")
         refuse_double_quoted_strings(conn)
-        conn.set_authorizer(_authorizer({(t.owner, t.name) for t in gated.tables}))
+        conn.set_authorizer(authorizer({(t.owner, t.name) for t in gated.tables}))
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline.at), PROGRESS_STEPS)
         try:
             cur = conn.execute(gated.sql("sqlite"))
@@ -155,6 +158,13 @@ def _stream_sqlite3(
             raise QueryRejected(f"The input query failed: {e}") from None
     finally:
         conn.close()
+
+
+def set_limits(conn: sqlite3.Connection) -> None:
+    """The limits every connection that runs a user's query has (value sizes, LIKE patterns, columns)."""
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, MAX_COLUMNS)
 
 
 def _batches(cur: sqlite3.Cursor, batch_rows: int) -> Iterator[list[tuple]]:

@@ -83,6 +83,13 @@ class SqliteStore:
         rows = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
         return [Column(r[1], _LOGICAL.get(str(r[2]).upper(), "text")) for r in rows]
 
+    def columns(self, owner: str, table: str) -> list[Column]:
+        """The table's columns (none when there is no such table), without counting its rows."""
+        if not self.path(owner).exists():
+            return []
+        with contextlib.closing(self.connect(owner)) as conn:
+            return self._columns(conn, table)
+
     def describe(self, owner: str, table: str) -> TableDescription | None:
         if not self.path(owner).exists():
             return None

@@ -18,7 +18,9 @@ EXTENSION_EXTRA = {"x-pyqd-extension": True}
 
 
 def check_tenant(tenant: str, database: str, settings: SettingsDep) -> None:
-    """404 unless the `{tenant}`/`{database}` path segments name this server."""
+    """404 unless the `{tenant}`/`{database}` path segments name this server (any do with PYQD_ANY_TENANT)."""
+    if settings.any_tenant:
+        return
     if tenant.upper() != settings.tenant or database.upper() != settings.database:
         raise HTTPException(404, f"Unknown tenant/database {tenant}/{database}")
 

@@ -1,4 +1,9 @@
-"""User tables over REST (pyqd extension): upload, list, describe, read rows, drop, grant."""
+"""User tables over REST (pyqd extension): upload, materialize, list, describe, read rows, drop, keep, grant.
+
+`POST /tables/{name}` makes a table of the caller's from an upload (CSV, Parquet, JSON records) or, when the body
+is a JSON object with a `query`, from the rows of that read-only query (materialize: the database copies them, no
+row passes through the server). With `temporary=true` the table is temporary (`oml.push`): the server drops it
+after PYQD_TEMP_TABLE_TTL_S unless `POST /tables/{name}/keep` makes it permanent first."""
 
 from __future__ import annotations
 
@@ -8,15 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import IO, Annotated, Any
 
+import orjson
 import pyarrow as pa
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from engines.serialize import frame_to_json
+from server.auth.errors import Forbidden
 from server.db import write_session
-from server.deps import CurrentUser, ServicesDep, SessionDep, WriteSessionDep
+from server.deps import Caller, CurrentUser, ServicesDep, SessionDep, WriteSessionDep
 from server.errors import BadRequest
+from server.fairness import user_slots
 from server.routes.common import EXTENSION_TAG, include_both_forms
 from server.routes.scripts import GrantBody, check_grantee
 from server.services import Services
@@ -29,6 +38,8 @@ from tables.frames import (
     UploadFormat,
     check_table_name,
 )
+from tables.gate import MAX_SQL_CHARS
+from tables.materialize import materialize_table
 from tables.store import TableDescription, WriteMode
 from tables.uploads import open_upload
 
@@ -54,13 +65,36 @@ _CONTENT_TYPES: dict[str, UploadFormat] = {
     "application/x-parquet": "parquet",
     "application/json": "json",
 }
+#: Largest JSON body read as a materialize request (`{"query": ...}`); a larger one is an upload of records.
+MATERIALIZE_BODY_BYTES = 1024 * 1024
+Temporary = Annotated[
+    bool,
+    Query(
+        description="Make a temporary table (oml.push): the server drops it after PYQD_TEMP_TABLE_TTL_S unless "
+        "POST /tables/{name}/keep makes it permanent (applies to a table this request makes, not to an append)"
+    ),
+]
 
 
-def describe_item(d: TableDescription) -> dict[str, Any]:
+class MaterializeBody(BaseModel):
+    """A table from the rows of a read-only query (Oracle SQL through the gate), made in the caller's schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(max_length=MAX_SQL_CHARS, examples=["select * from IRIS where SPECIES = 'setosa'"])
+    append: bool = Field(
+        default=False,
+        description="Add the rows to the table (its columns matched by name); creates it when there is none",
+    )
+    temporary: bool = Field(default=False, description="Make a temporary table (as the temporary query parameter)")
+
+
+def describe_item(d: TableDescription, temporary: bool = False) -> dict[str, Any]:
     return {
         "owner": d.owner,
         "table_name": d.name,
         "row_count": d.row_count,
+        "temporary": temporary,
         "columns": [
             {"name": c.name, "type": c.type, "sql_type": t} for c, t in zip(d.columns, d.sql_types, strict=True)
         ],
@@ -73,7 +107,7 @@ def list_tables(
 ) -> dict[str, Any]:  # noqa: A002
     items = []
     for t in tbl.list_tables(session, services.user_data, caller.name, type):
-        item = {"owner": t.owner, "table_name": t.name}
+        item: dict[str, Any] = {"owner": t.owner, "table_name": t.name, "temporary": t.temporary}
         if t.grantee is not None:
             item["grantee"] = t.grantee
         items.append(item)
@@ -98,14 +132,23 @@ def _format(request: Request, fmt: str | None, filename: str | None = None) -> U
 @router.post(
     "/tables/{name}",
     status_code=201,
-    summary="Upload CSV, Parquet or JSON records into a table of the caller's",
+    summary="Make a table of the caller's: upload CSV, Parquet or JSON records, or materialize a read-only query",
+    description="A JSON object body with a `query` (MaterializeBody) materializes the query's rows; any other body "
+    "is an upload. `mode` create fails if the table exists (errorCode 1009), replace swaps it, append adds rows.",
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
                 "text/csv": {"schema": {"type": "string"}},
                 "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/MaterializeBody"},
+                            {"type": "array", "items": {"type": "object"}},
+                        ]
+                    }
+                },
                 "multipart/form-data": {
                     "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
                 },
@@ -120,8 +163,11 @@ async def upload_table(
     services: ServicesDep,
     mode: Annotated[WriteMode, Query(description="create (fails if it exists), replace or append")] = "create",
     format: Annotated[str | None, Query(description="csv | parquet | json")] = None,  # noqa: A002
+    temporary: Temporary = False,
 ) -> dict[str, Any]:
     tbl_name = check_table_name(name)  # before the body is read: a bad name costs no upload
+    _check_script_write(caller, mode)
+    ttl = services.settings.temp_table_ttl_s
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         # Starlette spools each file part to a temporary file past 1 MiB; parse it from there.
         async with request.form(max_files=1, max_fields=1) as form:
@@ -129,14 +175,83 @@ async def upload_table(
             if part is None or isinstance(part, str):
                 raise BadRequest("The multipart body needs a file part named 'file'")
             fmt = _format(request, format, part.filename)
-            desc = await run_in_threadpool(_write, services, caller.name, tbl_name, part.file, fmt, mode)
+            expires = ttl if temporary else None
+            desc = await run_in_threadpool(_write, services, caller.name, tbl_name, part.file, fmt, mode, expires)
     else:
         fmt = _format(request, format)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=str(_spool_dir(services))) as body:
             async for piece in request.stream():
                 body.write(piece)
-            desc = await run_in_threadpool(_write, services, caller.name, tbl_name, body, fmt, mode)
-    return {"result": describe_item(desc)}
+            plan = _materialize_body(body) if fmt == "json" and format is None else None
+            if plan is not None:
+                if plan.append and mode == "replace":
+                    raise BadRequest('"append": true and mode=replace contradict each other')
+                mode = "append" if plan.append else mode
+                _check_script_write(caller, mode)
+                expires = ttl if (temporary or plan.temporary) else None
+                async with user_slots(request.app.state, services.settings).hold(caller.name):
+                    desc = await run_in_threadpool(
+                        _materialize, services, caller.name, tbl_name, plan.query, mode, expires
+                    )
+            else:
+                expires = ttl if temporary else None
+                desc = await run_in_threadpool(_write, services, caller.name, tbl_name, body, fmt, mode, expires)
+    # an append leaves the table as temporary (or not) as it was; a table the request made is as asked
+    temp = await run_in_threadpool(_is_temporary, services, desc) if mode == "append" else expires is not None
+    return {"result": describe_item(desc, temp)}
+
+
+def _check_script_write(caller: Caller, mode: WriteMode) -> None:
+    """A script may add tables to its caller's schema (create, append, temporary, materialize: what `oml.create`,
+    `oml.push` and dbt's Python models do inside the engine), never replace one: a script's token cannot destroy
+    the caller's permanent tables."""
+    if caller.claims.is_script and mode == "replace":
+        raise Forbidden("A script's token may create or append to tables, not replace them")
+
+
+def _materialize_body(body: IO[bytes]) -> MaterializeBody | None:
+    """The materialize request a JSON body holds (an object with a `query`), or None: the body is an upload."""
+    size = body.tell()
+    if size > MATERIALIZE_BODY_BYTES:
+        return None
+    body.seek(0)
+    raw = body.read(size)
+    body.seek(size)
+    if not raw.lstrip(b" \t\r\n\xef\xbb\xbf").startswith(b"{"):
+        return None
+    try:
+        value = orjson.loads(raw.decode("utf-8-sig", "replace"))
+    except orjson.JSONDecodeError:
+        return None  # the upload parser says what is wrong with it
+    if not isinstance(value, dict) or "query" not in value:
+        return None
+    try:
+        return MaterializeBody.model_validate(value)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise BadRequest(f"Invalid materialize request: {problems}") from None
+
+
+def _materialize(
+    services: Services, caller: str, name: str, query: str, mode: WriteMode, expires_in_s: float | None
+) -> TableDescription:
+    timeout_s = min(services.settings.sync_time_limit_s, services.settings.query_time_limit_s)
+    with write_session(services.sessions) as session:
+        return materialize_table(
+            session,
+            services.user_data,
+            caller,
+            name,
+            query,
+            mode,
+            timeout_s=timeout_s,
+            expires_in_s=expires_in_s,
+        )
+
+
+def _is_temporary(services: Services, desc: TableDescription) -> bool:
+    with services.sessions() as session:
+        return tbl.is_temporary(session, desc.owner, desc.name)
 
 
 def _spool_dir(services: Services) -> FilePath:
@@ -147,18 +262,25 @@ def _spool_dir(services: Services) -> FilePath:
 
 
 def _write(
-    services: Services, caller: str, name: str, body: IO[bytes], fmt: UploadFormat, mode: WriteMode
+    services: Services,
+    caller: str,
+    name: str,
+    body: IO[bytes],
+    fmt: UploadFormat,
+    mode: WriteMode,
+    expires_in_s: float | None,
 ) -> TableDescription:
     upload = open_upload(body, fmt)  # reads the file once to settle the column types, chunk by chunk
     with write_session(services.sessions) as session:
-        return tbl.write_table(session, services.user_data, caller, name, upload, mode)
+        return tbl.write_table(session, services.user_data, caller, name, upload, mode, expires_in_s=expires_in_s)
 
 
 @router.get("/tables/{name}", summary="Describe a table: columns, types, row count")
 def describe_table(
     name: TableName, caller: CurrentUser, session: SessionDep, services: ServicesDep, owner: Owner = None
 ) -> dict[str, Any]:
-    return {"result": describe_item(tbl.describe_table(session, services.user_data, caller.name, name, owner))}
+    desc = tbl.describe_table(session, services.user_data, caller.name, name, owner)
+    return {"result": describe_item(desc, tbl.is_temporary(session, desc.owner, desc.name))}
 
 
 @router.get("/tables/{name}/rows", summary="A page of rows as JSON records (ORDS-style paging for APEX)")
@@ -219,9 +341,19 @@ def _arrow_stream(desc: TableDescription, batches: Iterator[pa.RecordBatch]) -> 
 
 @router.delete("/tables/{name}", summary="Drop a table of the caller's")
 def drop_table(name: TableName, caller: CurrentUser, session: WriteSessionDep, services: ServicesDep) -> dict[str, Any]:
+    if caller.claims.is_script and not tbl.is_temporary(session, caller.name, check_table_name(name)):
+        # What `oml` drops at a script's end is its temporary tables; a stolen token drops nothing permanent.
+        raise Forbidden("A script's token may drop only temporary tables")
     tbl.drop_table(session, services.user_data, caller.name, name)
     session.commit()
     return {"result": f"table {name} dropped"}
+
+
+@router.post("/tables/{name}/keep", summary="Make a temporary table of the caller's permanent (oml.ds.save of a proxy)")
+def keep_table(name: TableName, caller: CurrentUser, session: WriteSessionDep, services: ServicesDep) -> dict[str, Any]:
+    desc = tbl.keep_table(session, services.user_data, caller.name, name)
+    session.commit()
+    return {"result": describe_item(desc, False)}
 
 
 @router.post("/tables/{name}/grants", summary="Grant read on a table to a user or PUBLIC")
@@ -248,3 +380,6 @@ def revoke_table(
 
 def install(app: FastAPI) -> None:
     include_both_forms(app, router, "oml", "pyqd/v1")
+    # the materialize body, which the upload route declares by $ref (it reads its body itself)
+    schemas = getattr(app.state, "body_schemas", {})
+    app.state.body_schemas = {**schemas, "MaterializeBody": MaterializeBody.model_json_schema()}
