@@ -27,6 +27,8 @@ class Body:
     data: bytes | None
     path: str | None
     size: int
+    #: How many unit results went into it (set by the Assembler; None when not assembled from units).
+    units: int | None = None
 
     def read(self) -> bytes:
         if self.data is not None:
@@ -185,7 +187,9 @@ class Assembler:
             else:
                 self.sink.write(b"}" if self.kind == "group" else b"]")
             self.sink.write(b"}")
-        return self.sink.finish()
+        body = self.sink.finish()
+        body.units = self.units
+        return body
 
 
 def _entries(r: Result, named: bool) -> list[dict[str, object]]:

@@ -9,6 +9,7 @@ store functions. Nothing is unpickled."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -35,7 +36,11 @@ def store(services: Services, caller: str, request: ApplyRequest, body: Body) ->
     spec = request.func_value
     assert spec is not None
     try:
-        result = orjson.loads(body.read())["result"]
+        data = body.read()
+        _check_shape(data, body.units, len(spec.columns))
+        result = orjson.loads(data)["result"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):  # the workers' JSON is spliced unparsed: may be anything
+        raise ResultNotSerializable("A worker answered rows for the func_value table that are not JSON") from None
     finally:
         body.discard()
     table = rows_table(request.kind, result, spec)
@@ -47,6 +52,21 @@ def store(services: Services, caller: str, request: ApplyRequest, body: Body) ->
         desc = tbl.write_table(session, services.user_data, caller, name, table, "create", expires_in_s=expires)
     data = orjson.dumps({"result": describe_item(desc, temporary=expires is not None)})
     return Body(data, None, len(data))
+
+
+#: A JSON string (valid JSON's strings exactly; where the JSON is invalid the parser stops there anyway).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _check_shape(data: bytes, units: int | None, columns: int) -> None:
+    """Refuse, before parsing, an answer with more objects and arrays than the rows of `units` invocations hold:
+    the answer, its result, and per invocation one object of `columns` lists of plain values. A worker's JSON is
+    spliced unparsed, and parsed into Python objects it could take ~36 times its size (`[{},{},...]`)."""
+    if units is None:
+        return
+    bare = _JSON_STRING.sub(b"", data)  # brackets inside strings are text, not structure
+    if bare.count(b"{") + bare.count(b"[") > 2 + units * (1 + columns):
+        raise ResultNotSerializable("A worker answered rows for the func_value table that are not columns of values")
 
 
 def rows_table(kind: Kind, result: Any, spec: FuncValue) -> pa.Table:

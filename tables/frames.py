@@ -80,11 +80,13 @@ def check_column_names(names: list[str]) -> None:
     seen: set[str] = set()
     for n in names:
         bad = not isinstance(n, str) or not 0 < len(n.encode()) <= MAX_NAME_BYTES or "\x00" in n or '"' in n
-        if bad or n.lower() in seen:
+        if bad or n.lower() in seen or n in PG_SYSTEM_COLUMNS:
             raise InvalidTableName(str(n), "column")
         seen.add(n.lower())
 
 
+#: PostgreSQL's system columns: a table cannot have a column of these names (names are quoted, so `CTID` can).
+PG_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
 #: Most columns of a table (Oracle's limit; SQLite's own is 2000).
 MAX_COLUMNS = 1000
 
