@@ -142,12 +142,12 @@ class Settings(BaseSettings):
     #: Seconds a temporary table (`oml.push`: an upload or materialize with temporary=true) lives before the server
     #: drops it, unless made permanent (`POST .../tables/{name}/keep`). Clients drop theirs when they disconnect;
     #: this is for the ones a crashed client left behind.
-    temp_table_ttl_s: float = 24 * 3600.0
+    temp_table_ttl_s: float = Field(default=24 * 3600.0, ge=0)
     #: How often a server drops expired temporary tables, seconds.
-    temp_table_sweep_s: float = 60.0
+    temp_table_sweep_s: float = Field(default=60.0, gt=0)
     #: Answers of at least this many bytes are gzip-compressed for clients that accept it (`Accept-Encoding: gzip`);
     #: smaller ones are sent as they are. 0 turns compression off.
-    gzip_min_bytes: int = 64 * 1024
+    gzip_min_bytes: int = Field(default=64 * 1024, ge=0)
     #: zlib level of compressed answers: 1 is the fastest (about 80 MB/s of JSON or Arrow per core, a third of the
     #: size); higher levels save a few percent more for several times the CPU.
     gzip_level: int = Field(default=1, ge=1, le=9)

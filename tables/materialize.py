@@ -46,7 +46,7 @@ def materialize_table(
     check_table_name(name)
     gated = gate_query(session, store, caller, sql)
     check_named(gated.tree)
-    existed = store.describe(caller, name) is not None
+    existed = store.exists(caller, name)
     if mode == "create" and existed:
         raise TableExists(name)
     deadline = Deadline(timeout_s)

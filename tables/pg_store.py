@@ -158,6 +158,11 @@ class PostgresStore:
         ).fetchall()
         return [Column(name, _LOGICAL.get(dtype, "text")) for name, dtype in rows]
 
+    def exists(self, owner: str, table: str) -> bool:
+        """Whether the table exists, without counting its rows."""
+        with self._conn() as conn:
+            return bool(self._columns(conn, owner, table))
+
     def describe(self, owner: str, table: str) -> TableDescription | None:
         with self._conn() as conn:
             columns = self._columns(conn, owner, table)

@@ -80,7 +80,7 @@ def write_table(
     else:
         table, columns = normalize(data)
         chunks = [table]
-    existed = store.describe(caller, name) is not None
+    existed = store.exists(caller, name)
     if mode == "create" and existed:
         raise TableExists(name)
     store.write(caller, name, chunks, columns, mode)

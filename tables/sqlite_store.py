@@ -83,6 +83,10 @@ class SqliteStore:
         rows = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
         return [Column(r[1], _LOGICAL.get(str(r[2]).upper(), "text")) for r in rows]
 
+    def exists(self, owner: str, table: str) -> bool:
+        """Whether the table exists (its exact name), without counting its rows."""
+        return bool(self.columns(owner, table))
+
     def columns(self, owner: str, table: str) -> list[Column]:
         """The table's columns (none when there is no such table), without counting its rows."""
         if not self.path(owner).exists():

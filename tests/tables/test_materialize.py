@@ -232,3 +232,30 @@ def test_the_rows_never_pass_through_the_server(api, alice):
     assert r.status_code == 201, r.text
     assert r.json()["result"]["row_count"] == n
     assert peak < 2.5 * 1024 * 1024, peak
+
+
+#: What dbt-oracle's Python model does inside the engine (`df.materialize(table=...)`), through the script's oml.
+IN_ENGINE = """def mat(table, query):
+    from oml._connection import current
+    try:
+        r = current().request("POST", "/oml/api/pyqd/v1/tables/" + table, json={"query": query})
+        return {"owner": r.json()["result"]["owner"], "rows": r.json()["result"]["row_count"]}
+    except Exception as e:
+        return {"error": getattr(e, "status", None)}
+"""
+
+
+def test_a_script_materializes_through_its_callers_oml(api, alice):
+    api.script(alice, "mat", IN_ENGINE)
+    params = '{"table": "DBT__DBT_TMP", "query": "select I, S from TYPED where I > 0"}'
+    r = api.run(alice, "do-eval", "mat", {"parameters": params})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == {"owner": alice.name, "rows": 2}
+    assert arrow_data(api.client, alice, "DBT__DBT_TMP").num_rows == 2
+    # another owner's script run without trust may only read: it makes no table in its caller's schema
+    bob = user(api, "BOB")
+    assert api.client.post(f"{EXT}/scripts/mat/grants", headers=alice, json={"user": bob.name}).status_code < 300
+    params = '{"table": "PLANTED", "query": "select 1 as X from dual"}'
+    r = api.run(bob, "do-eval", "mat", {"parameters": params}, owner=alice.name)
+    assert r.status_code == 200 and r.json()["result"] == {"error": 403}, r.text
+    assert listing(api.client, bob) == []
