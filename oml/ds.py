@@ -95,6 +95,9 @@ def save(
     )
     if conn.metadata_cache is not None:
         conn.metadata_cache.clear()
+    from oml.frame import _keep_temporary
+
+    _keep_temporary(objs.values())  # a saved proxy keeps its pushed table alive, as Oracle's does
 
 
 def _describe(name: str, owner: str | None) -> dict[str, Any]:

@@ -196,6 +196,17 @@ def _register_temporary(table: str) -> None:
     _temporary.setdefault(conn, set()).add(table)
 
 
+def _keep_temporary(objs: Any) -> None:
+    """Make the temporary tables that proxies among `objs` read permanent (`POST .../keep`), as Oracle keeps a
+    pushed table alive once a datastore holds its proxy. Only tables pushed through this connection count."""
+    conn = _connection.current()
+    pushed = _temporary.get(conn, set())
+    for obj in objs:
+        for table in sorted(set(getattr(obj, "_temps", ())) & pushed):
+            conn.json("POST", f"{PYQD}/tables/{quote(table, safe='')}/keep")
+            pushed.discard(table)
+
+
 def _forget_temporary(table: str) -> None:
     conn = _connection.current_or_none()
     if conn is not None and conn in _temporary:

@@ -53,6 +53,18 @@ def test_push_makes_a_temporary_table(live) -> None:  # noqa: ANN001, F811
         oml.sync(table=proxy.table)
 
 
+def test_a_datastore_that_holds_a_proxy_keeps_its_pushed_table(live) -> None:  # noqa: ANN001, F811
+    kept = oml.push(pd.DataFrame({"A": [1.0, 2.0]}))
+    dropped = oml.push(pd.DataFrame({"B": [3.0]}))
+    oml.ds.save(objs={"subset": kept[kept["A"] > 1]}, name="KEEPS_PUSHED", overwrite=True)
+    listing = {t["table_name"]: t for t in oml.core._io._connection.current().json("GET", "/oml/api/pyqd/v1/tables")}
+    assert listing[kept.table]["temporary"] is False and listing[dropped.table]["temporary"] is True
+    oml_frame._drop_temporary()
+    assert oml.ds.load("KEEPS_PUSHED", to_globals=False)["subset"].pull()["A"].tolist() == [2.0]
+    with pytest.raises(oml.NotFoundError):
+        oml.sync(table=dropped.table)
+
+
 def test_sync_dir_drop_and_create(live) -> None:  # noqa: ANN001, F811
     created = oml.create(pd.DataFrame({"K": [1, 2, 3], "V": ["one", "two", "three"]}), table="IO_T")
     assert isinstance(created, oml.core.frame.DataFrame)
