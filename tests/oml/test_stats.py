@@ -475,11 +475,11 @@ def test_hostile_names_and_values_stay_data(run):
 
 # --- memory -----------------------------------------------------------------------------------------------
 
-GENERATED_ROWS = 200_000
+GENERATED_ROWS = 1_000_000
 
 
 def test_large_describe_and_crosstab_stay_in_the_database(run):
-    """200k rows made by the server (a recursive query): describe and a pivoted crosstab bring back a few kB."""
+    """1M rows made by the server (a recursive query): describe and a pivoted crosstab bring back a few kB."""
     generated = sqlglot.parse_one(
         f"WITH R (N) AS (SELECT 1 AS N FROM DUAL UNION ALL SELECT N + 1 FROM R WHERE N < {GENERATED_ROWS}) "
         "SELECT N, MOD(N * 7919, 1000) / 10 AS X, MOD(N, 7) AS G, MOD(N, 3) AS H FROM R",
