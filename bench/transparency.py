@@ -23,6 +23,7 @@ import datetime as dt
 import gc
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -253,87 +254,45 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)  # per-run details the work fills in (split times, ...)
 
 
+def _select(spec: dict[str, Any], columns: list[str]) -> str:
+    table = (f"{_quote(spec['schema'])}." if spec.get("schema") else "") + _quote(TABLE)
+    return f"SELECT {', '.join(map(_quote, columns))} FROM {table}"
+
+
+def _adbc(spec: dict[str, Any]) -> Any:
+    """An autocommit ADBC connection to the benchmark database (as bench.baselines makes them)."""
+    if spec["backend"] == "sqlite":
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+        return adbc_sqlite.connect(spec["sqlite_path"], autocommit=True)
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
+    return adbc_pg.connect(spec["sa_url"].replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
 def _prepare(spec: dict[str, Any]) -> Prepared:
     """Imports, connections and one tiny query done before the measurement (a notebook has them already)."""
-    from bench import baselines as bl
-
     op, key = spec["op"], spec["contender"]
     columns = NUMERIC if op == "describe" else CROSS
-    src = bl.Source(
-        spec["backend"], spec["sa_url"], TABLE, spec["rows"], schema=spec.get("schema"), driver="sqlalchemy"
-    )
-    sql = src.select(columns)
     if key in ("pyqd", "pull"):
-        import httpx
+        return _prepare_proxy(spec, op, key, columns)
+    sql = _select(spec, columns)
+    if key == "sqlalchemy":
+        import sqlalchemy as sa
 
-        import oml
-
-        sent: list[httpx.Response] = []
-        original = httpx.Client.send
-
-        def send(self: httpx.Client, request: httpx.Request, **kw: Any) -> httpx.Response:
-            t = time.perf_counter()
-            r = original(self, request, **kw)
-            r.extensions["bench_seconds"] = time.perf_counter() - t
-            sent.append(r)
-            return r
-
-        httpx.Client.send = send  # type: ignore[method-assign]
-        oml.connect(url=spec["url"], username=spec["user"], password=spec["password"])
-        proxy = oml.sync(table=TABLE)
-        proxy[columns].head(1)  # the first query (imports of the Arrow reader, a warm connection)
-        with contextlib.suppress(ImportError):
-            import oml.core  # noqa: F401 - the stats helpers, imported before the measurement
-        extra: dict[str, Any] = {}
-
-        def work() -> Any:
-            sent.clear()
-            if key == "pyqd":
-                result = proxy.describe() if op == "describe" else proxy.crosstab(*CROSS).pull()
-                out = describe_json(result) if op == "describe" else crosstab_json(result)
-            else:
-                out = _pandas_op(op, proxy[columns].pull())
-            extra["http_requests"] = len(sent)
-            extra["http_bytes_in"] = sum(r.num_bytes_downloaded for r in sent)
-            extra["http_bytes_out"] = sum(len(r.request.content) for r in sent)
-            extra["http_seconds"] = sum(r.extensions["bench_seconds"] for r in sent)
-            extra["requests"] = [
-                [r.request.url.path.rsplit("/", 1)[-1], round(r.extensions["bench_seconds"], 4), r.num_bytes_downloaded]
-                for r in sent
-            ]
-            return out
-
-        return Prepared(work, extra)
-    if key in ("sqlalchemy", "adbc"):
-        src = bl.Source(src.kind, src.url, TABLE, src.rows, schema=src.schema, driver=key)
-        bl.query(src, sql + " LIMIT 1")
-        return Prepared(lambda: _pandas_op(op, bl.query(src, sql)))
+        engine = sa.create_engine(spec["sa_url"])
+        conn = engine.connect()
+        pd.read_sql(sa.text(sql + " LIMIT 1"), conn)
+        return Prepared(lambda: _pandas_op(op, pd.read_sql(sa.text(sql), conn)))
+    if key == "adbc":
+        adbc = _adbc(spec)
+        pd.read_sql(sql + " LIMIT 1", adbc)
+        return Prepared(lambda: _pandas_op(op, pd.read_sql(sql, adbc)))
     import duckdb
 
     duck = duckdb.connect(config={"autoinstall_known_extensions": False})
     if key == "duckdb_arrow":
-        adbc = bl._adbc_connection(bl.Source(src.kind, src.url, TABLE, src.rows, schema=src.schema, driver="adbc"))
-        with adbc.cursor() as cur:
-            cur.execute(sql + " LIMIT 1")
-            cur.fetch_arrow_table()
-        extra = {}
-
-        def work_arrow() -> Any:
-            t = time.perf_counter()
-            with adbc.cursor() as cur:
-                cur.execute(sql)
-                arrow = cur.fetch_arrow_table()
-            t_read = time.perf_counter()
-            duck.register("t", arrow)
-            sql_d = duckdb_describe_sql("t") if op == "describe" else duckdb_crosstab_sql("t")
-            out = _duckdb_result(op, duck.sql(sql_d))
-            extra["read_seconds"] = t_read - t
-            extra["query_seconds"] = time.perf_counter() - t_read
-            extra["arrow_bytes"] = arrow.nbytes
-            duck.unregister("t")
-            return out
-
-        return Prepared(work_arrow, extra)
+        return _prepare_duckdb_arrow(spec, op, sql, duck)
     assert key == "duckdb_scan"
     duck.execute(f"LOAD {SCANNERS[spec['backend']]}")
     if spec["backend"] == "sqlite":
@@ -347,9 +306,97 @@ def _prepare(spec: dict[str, Any]) -> Prepared:
     return Prepared(lambda: _duckdb_result(op, duck.sql(sql_d)))
 
 
+def _prepare_proxy(spec: dict[str, Any], op: str, key: str, columns: list[str]) -> Prepared:
+    """The pyqd proxy itself, or its `pull()` then pandas; every HTTP request it sends is recorded."""
+    import httpx
+
+    import oml
+
+    sent: list[httpx.Response] = []
+    original = httpx.Client.send
+
+    def send(self: httpx.Client, request: httpx.Request, **kw: Any) -> httpx.Response:
+        t = time.perf_counter()
+        r = original(self, request, **kw)
+        r.extensions["bench_seconds"] = time.perf_counter() - t
+        sent.append(r)
+        return r
+
+    httpx.Client.send = send  # type: ignore[method-assign]
+    oml.connect(url=spec["url"], username=spec["user"], password=spec["password"])
+    proxy = oml.sync(table=TABLE)
+    proxy[columns].head(1)  # the first query (imports of the Arrow reader, a warm connection)
+    with contextlib.suppress(ImportError):
+        import oml.core  # noqa: F401 - the stats helpers, imported before the measurement
+    extra: dict[str, Any] = {}
+
+    def work() -> Any:
+        sent.clear()
+        if key == "pyqd":
+            result = proxy.describe() if op == "describe" else proxy.crosstab(*CROSS).pull()
+            out = describe_json(result) if op == "describe" else crosstab_json(result)
+        else:
+            out = _pandas_op(op, proxy[columns].pull())
+        extra["http_requests"] = len(sent)
+        extra["http_bytes_in"] = sum(r.num_bytes_downloaded for r in sent)
+        extra["http_bytes_out"] = sum(len(r.request.content) for r in sent)
+        extra["http_seconds"] = sum(r.extensions["bench_seconds"] for r in sent)
+        extra["requests"] = [
+            [r.request.url.path.rsplit("/", 1)[-1], round(r.extensions["bench_seconds"], 4), r.num_bytes_downloaded]
+            for r in sent
+        ]
+        return out
+
+    return Prepared(work, extra)
+
+
+def _prepare_duckdb_arrow(spec: dict[str, Any], op: str, sql: str, duck: Any) -> Prepared:
+    """ADBC reads the columns into an Arrow table, DuckDB queries it; the two parts are timed apart."""
+    adbc = _adbc(spec)
+    with adbc.cursor() as cur:
+        cur.execute(sql + " LIMIT 1")
+        cur.fetch_arrow_table()
+    extra: dict[str, Any] = {}
+
+    def work() -> Any:
+        t = time.perf_counter()
+        with adbc.cursor() as cur:
+            cur.execute(sql)
+            arrow = cur.fetch_arrow_table()
+        t_read = time.perf_counter()
+        duck.register("t", arrow)
+        out = _duckdb_result(op, duck.sql(duckdb_describe_sql("t") if op == "describe" else duckdb_crosstab_sql("t")))
+        extra["read_seconds"] = t_read - t
+        extra["query_seconds"] = time.perf_counter() - t_read
+        extra["arrow_bytes"] = arrow.nbytes
+        duck.unregister("t")
+        return out
+
+    return Prepared(work, extra)
+
+
+def _pyspy_self(path: str) -> subprocess.Popen[bytes]:
+    """py-spy recording this process (threads not idle, 100 Hz) into `path`, attached when this returns."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [pyspy, "record", "-o", path, "--format", "raw", "--pid", str(os.getpid()), "--rate", "100"]
+    proc = subprocess.Popen([*argv, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2.0)  # attached
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one operation in this (fresh) process and measure it."""
+    """Run one operation in this (fresh) process and measure it (and py-spy it, given `pyspy`: a file)."""
     prepared = _prepare(spec)
+    recorder = _pyspy_self(spec["pyspy"]) if spec.get("pyspy") else None
     gc.collect()
     rss_before = _status_kb("VmRSS")
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
@@ -358,7 +405,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     t = time.perf_counter()
     result = prepared.work()
     seconds = time.perf_counter() - t
-    return {
+    out = {
         "seconds": seconds,
         "cpu": _cpu_self() - cpu,
         "rchar": _rchar() - rchar,
@@ -368,6 +415,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "result": result,
         **prepared.extra,
     }
+    if recorder is not None:
+        _stop(recorder)
+    return out
 
 
 # --- the parent: servers, runs, measures ----------------------------------------------------------------------------
@@ -414,10 +464,10 @@ class Target:
     database: str
 
 
-def run_child(spec: dict[str, Any], wrap: list[str] | None = None) -> dict[str, Any]:
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     code = f"import json, sys; from bench.transparency import child; print(json.dumps(child({spec!r})))"
     proc = subprocess.run(
-        [*(wrap or []), sys.executable, "-c", code],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=CHILD_LIMIT_S,
@@ -563,9 +613,10 @@ def target(backend: str, df: pd.DataFrame, work: Path, source: str | None) -> It
 # --- profiling ------------------------------------------------------------------------------------------------------
 
 
-def profile(t: Target, op: str, rows: int, work: Path) -> str:
-    """py-spy (threads not idle, 100 Hz) on the API server and on the notebook process during one proxy call;
-    the shares per function (bench.scoring.summarize), and the proxy's HTTP requests with their times."""
+def profile(t: Target, op: str, rows: int, work: Path, contender: str = "pyqd") -> str:
+    """py-spy (threads not idle, 100 Hz) on the API server during one notebook process (its connect, sync and 1-row
+    query, then the call) and on the notebook during the call alone; the shares per function
+    (bench.scoring.summarize), and the proxy's HTTP requests with their times."""
     from bench.scoring import summarize
 
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -574,19 +625,13 @@ def profile(t: Target, op: str, rows: int, work: Path) -> str:
         [pyspy, "record", "-o", str(server_raw), "--format", "raw", "--pid", str(t.server_pid), "--rate", "100"]
         + ["--nonblocking"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(2.0)  # attached
-    wrap = [pyspy, "record", "-o", str(client_raw), "--format", "raw", "--rate", "100", "--nonblocking", "--"]
     try:
-        got = run_child(_spec(t, op, "pyqd", rows), wrap=wrap)
+        got = run_child({**_spec(t, op, contender, rows), "pyspy": str(client_raw)})
     finally:
-        rec.send_signal(signal.SIGINT)
-        try:
-            rec.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            rec.kill()
-            rec.communicate()
+        _stop(rec)
     out = [
         f"#### {t.backend}, `{op}`: {got['seconds']:.2f} s in the notebook, {got['http_requests']} HTTP requests "
         f"({got['http_seconds']:.2f} s waiting on them)",
@@ -598,7 +643,8 @@ def profile(t: Target, op: str, rows: int, work: Path) -> str:
     for label, path in (("API server", server_raw), ("notebook", client_raw)):
         text = path.read_text() if path.exists() else ""
         summary = summarize(text, top=10) if text else "no samples"
-        summary = summary.replace("(GIL holders)", "(threads not idle)").replace("server", label)
+        summary = summary.replace("(GIL holders)", "(threads not idle)")
+        summary = re.sub(r"^server, ", f"{label}, ", summary, flags=re.M).replace("): server ", f"): {label} ")
         out += [f"{label}:", "", "```", summary, "```", ""]
     return "\n".join(out)
 
