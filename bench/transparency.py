@@ -206,7 +206,8 @@ def _cpu_self() -> float:
 
 
 def duckdb_describe_sql(relation: str) -> str:
-    """pandas' describe() in DuckDB SQL: count, mean, std (n-1), min, the linear quartiles, max."""
+    """pandas' describe() in DuckDB SQL: count, mean, std (n-1), min, max, and the linear quartiles (one sort per
+    column: `quantile_cont` with a list)."""
     parts = []
     for c in NUMERIC:
         q = _quote(c)
@@ -215,12 +216,10 @@ def duckdb_describe_sql(relation: str) -> str:
             ("mean", f"avg({q})"),
             ("std", f"stddev_samp({q})"),
             ("min", f"min({q})"),
-            ("25%", f"quantile_cont({q}, 0.25)"),
-            ("50%", f"quantile_cont({q}, 0.5)"),
-            ("75%", f"quantile_cont({q}, 0.75)"),
             ("max", f"max({q})"),
         ):
             parts.append(f'CAST({expr} AS DOUBLE) AS "{c}|{stat}"')
+        parts.append(f'quantile_cont({q}, [0.25, 0.5, 0.75]) AS "{c}|quartiles"')
     return f"SELECT {', '.join(parts)} FROM {relation}"
 
 
@@ -235,7 +234,10 @@ def _duckdb_result(op: str, rel: Any) -> Any:
         out: dict[str, dict[str, float]] = {}
         for name, value in zip(rel.columns, row, strict=True):
             col, stat = name.split("|")
-            out.setdefault(col, {})[stat] = float(value)
+            if stat == "quartiles":
+                out.setdefault(col, {}).update({k: float(v) for k, v in zip(("25%", "50%", "75%"), value, strict=True)})
+            else:
+                out.setdefault(col, {})[stat] = float(value)
         return out
     return crosstab_json(rel.df())
 
