@@ -2,7 +2,10 @@
 
 ExecutionError
 ├── InvalidApplyRequest(message)   a request body the engine cannot run (bad controls, unknown columns)
-│   └── InputQueryFailed(message)  the input query failed while the call read it (OML's errorCode 1020)
+│   ├── InputQueryFailed(message)  the input query failed while the call read it (OML's errorCode 1020)
+│   ├── EnvironmentNotFound(name)  `envName` names no environment of this server's
+│   ├── EnvironmentUnsupported(message)  the engine runs no per-script environments (the Dask engine)
+│   └── PreloadRefused(message)    a preload cannot be made (already preloaded, quota) or is not there to delete
 ├── ScriptFailed(message, stdout)  the user's function raised; message has the script's traceback
 ├── ResultNotSerializable(message) the function returned something with no JSON rendering
 ├── OutputTooLong(limit)           the result is longer than the output limit (OML's errorCode 1024)
@@ -40,6 +43,22 @@ class InvalidApplyRequest(ExecutionError):
 
 
 class InputQueryFailed(InvalidApplyRequest):
+    pass
+
+
+class EnvironmentNotFound(InvalidApplyRequest):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"Environment {name!r} does not exist on this server (GET /oml/api/py-scripts/v1/envs lists them)"
+        )
+
+
+class EnvironmentUnsupported(InvalidApplyRequest):
+    pass
+
+
+class PreloadRefused(InvalidApplyRequest):
     pass
 
 

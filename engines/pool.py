@@ -12,15 +12,17 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from engines import wire
 from engines.channel import Channel, ChannelError, ChannelTimeout
-from engines.errors import Cancelled, PoolBusy
+from engines.envs import SITE_DIR, EnvStore, env_of
+from engines.errors import Cancelled, EnvironmentNotFound, PoolBusy
 from engines.identity import worker_limits
 from engines.protocol import Result, Task, WorkerLimits
 from engines.spawner import Spawner, SpawnError, describe_status
+from engines.warmth import EnvWarmth
 
 log = logging.getLogger("pyqd.pool")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,6 +66,8 @@ class PoolConfig:
     scratch_bytes: int = 1024**3
     #: Largest message a worker may send (its results for one task), bytes.
     max_message_bytes: int = 2 * 1024**3
+    #: Where per-script environments live (`engines.envs`); None: a call naming one is refused.
+    envs_dir: str | None = None
 
     @property
     def user_share(self) -> int:
@@ -119,6 +123,9 @@ class Worker:
     def __init__(self, pid: int, channel: Channel, tmp_dir: str, confinement: str, pool: WorkerPool) -> None:
         self.pid, self.channel, self.tmp_dir, self.confinement = pid, channel, tmp_dir, confinement
         self.user: str | None = None
+        #: The per-script environment it runs in ("" for none), and the build's packages it was confined to.
+        self.env = ""
+        self.site: str | None = None
         #: Digest of the model this worker has loaded (`engines.scoring`), if any.
         self.model: str | None = None
         self.tasks = 0
@@ -308,7 +315,8 @@ class WorkerPool:
         self.spawner = Spawner(config.preload)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._fresh: list[Worker] = []
+        #: Workers given to no one yet, by the environment they run in ("" for none).
+        self._fresh: dict[str, list[Worker]] = defaultdict(list)
         self._idle: dict[str, list[Worker]] = defaultdict(list)
         self._busy: set[Worker] = set()
         self._starting = 0
@@ -323,6 +331,10 @@ class WorkerPool:
         #: `_closing`. Neither waits on `_cond`: every acquire and release changes what it guards.
         self._maintenance = threading.Event()
         self._closing = threading.Event()
+        #: Per-script environments: where they are, how many fresh workers each wants, how many are starting.
+        self.envs = EnvStore(config.envs_dir) if config.envs_dir else None
+        self._warmth = EnvWarmth(config.warm, config.idle_timeout_s)
+        self._warming: dict[str, int] = defaultdict(int)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, wait: bool = False) -> None:
@@ -364,8 +376,8 @@ class WorkerPool:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            workers = self._fresh + [w for ws in self._idle.values() for w in ws] + list(self._busy)
-            self._fresh, self._idle, self._busy = [], defaultdict(list), set()
+            workers = [w for ws in (*self._fresh.values(), *self._idle.values()) for w in ws] + list(self._busy)
+            self._fresh, self._idle, self._busy = defaultdict(list), defaultdict(list), set()
             for ticket in self._queue:
                 ticket.turn.notify()
         self._closing.set()
@@ -378,23 +390,48 @@ class WorkerPool:
 
     # -- counts ----------------------------------------------------------------------------------------
     def _total(self) -> int:
-        return len(self._fresh) + sum(len(v) for v in self._idle.values()) + len(self._busy) + self._starting
+        fresh = sum(len(v) for v in self._fresh.values())
+        return fresh + sum(len(v) for v in self._idle.values()) + len(self._busy) + self._starting
 
     def stats(self) -> dict[str, int]:
         with self._cond:
             return {
                 "size": self.config.size,
                 "busy": len(self._busy),
-                "fresh": len(self._fresh),
+                "fresh": sum(len(v) for v in self._fresh.values()),
+                "env_fresh": sum(len(v) for env, v in self._fresh.items() if env),
                 "idle": sum(len(v) for v in self._idle.values()),
                 "starting": self._starting,
                 "waiting": len(self._queue),
             }
 
+    def env_stats(self) -> dict[str, dict[str, int]]:
+        """Per environment: fresh workers ready, and how many the pool wants ready."""
+        with self._cond:
+            wanted = self._warmth.snapshot()
+            envs = set(wanted) | {env for env, ws in self._fresh.items() if env and ws}
+            return {env: {"fresh": len(self._fresh.get(env, ())), "wanted": wanted.get(env, 0)} for env in envs}
+
+    # -- per-script environments -----------------------------------------------------------------------
+    def check_environment(self, env: str) -> str:
+        """The packages directory of environment `env`'s current build; EnvironmentNotFound when there is none."""
+        build = self.envs.build_dir(env) if self.envs is not None else None
+        if build is None:
+            raise EnvironmentNotFound(env)
+        return os.path.join(build, SITE_DIR)
+
+    def hold(self, env: str, seconds: float) -> None:
+        """Keep a worker of `env` ready for `seconds` (a preload; 0 ends it): EnvironmentNotFound if there is none."""
+        if seconds > 0:
+            self.check_environment(env)
+        with self._cond:
+            self._warmth.hold(env, seconds)
+        self._maintenance.set()
+
     # -- spawning --------------------------------------------------------------------------------------
-    def _spawn(self) -> Worker:
+    def _spawn(self, env: str = "", site: str | None = None) -> Worker:
         tmp_dir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
-        limits = self.config.limits
+        limits = self.config.limits if site is None else replace(self.config.limits, env_dir=site)
         if limits.uid is not None and os.getuid() == 0:
             os.chown(tmp_dir, limits.uid, limits.gid if limits.gid is not None else limits.uid)
         try:
@@ -420,26 +457,39 @@ class WorkerPool:
             channel.close()
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise SpawnError(f"a new worker could not confine itself: {str(hello.get('error'))[:2000]}")
-        return Worker(pid, channel, tmp_dir, hello["confinement"], self)
+        worker = Worker(pid, channel, tmp_dir, hello["confinement"], self)
+        worker.env, worker.site = env, site
+        return worker
 
-    def _add_fresh(self) -> None:
+    def _add_fresh(self, env: str = "") -> None:
+        site = None
+        if env:
+            try:
+                site = self.check_environment(env)
+            except EnvironmentNotFound:
+                with self._cond:
+                    self._warmth.forget(env)
+                return
         with self._cond:
             if self._closed or self._total() >= self.config.size:
                 return
             self._starting += 1
+            self._warming[env] += 1
         try:
-            worker = self._spawn()
+            worker = self._spawn(env, site)
         except Exception:
             with self._cond:
                 self._starting -= 1
+                self._warming[env] -= 1
                 self._wake_turn()
             raise
         with self._cond:
             self._starting -= 1
+            self._warming[env] -= 1
             if self._closed:
                 worker.kill()
                 return
-            self._fresh.append(worker)
+            self._fresh[env].append(worker)
             self._wake_turn()
 
     def _maintain(self) -> None:
@@ -447,19 +497,44 @@ class WorkerPool:
             with self._cond:
                 if self._closed:
                     return
-                need = len(self._fresh) + self._starting < self.config.warm and self._total() < self.config.size
-                stale = self._stale_idle() if len(self._fresh) + self._starting < self.config.warm else None
+                base = len(self._fresh[""]) + self._starting < self.config.warm
+                need = base and self._total() < self.config.size
+                stale = self._stale_idle() if base else None
+                env, retire = self._env_round() if not need else (None, [])
             try:
+                for w in retire:
+                    w.kill()
                 if stale is not None:
                     stale.kill()
                 if need or stale is not None:
                     self._add_fresh()
+                    continue
+                if env is not None:
+                    self._add_fresh(env)
                     continue
             except Exception:  # noqa: BLE001 - keep maintaining; acquire reports spawn errors to callers
                 log.exception("could not start a worker")
             # A wake-up that comes between this wait and the clear is not lost: the next round looks at the pool.
             self._maintenance.wait(MAINTENANCE_INTERVAL_S)
             self._maintenance.clear()
+
+    def _env_round(self) -> tuple[str | None, list[Worker]]:
+        """Under the lock: an environment that wants one more fresh worker (if there is room, or a user's worker
+        idle past the idle timeout to make room with), and the workers to retire: fresh ones of environments no
+        longer in use, and that idle one (all taken out of the pool; the caller kills them)."""
+        retire: list[Worker] = []
+        for gone in self._warmth.forget_idle():
+            retire += self._fresh.pop(gone, [])
+        for unused in [e for e, ws in self._fresh.items() if e and ws and self._warmth.wanted(e) == 0]:
+            retire += self._fresh.pop(unused)
+        short = (e for e in self._warmth.active() if len(self._fresh[e]) + self._warming[e] < self._warmth.wanted(e))
+        env = next(short, None)
+        if env is not None and self._total() >= self.config.size:
+            stale = self._stale_idle()
+            if stale is None:
+                return None, retire
+            retire.append(stale)
+        return env, retire
 
     def _stale_idle(self) -> Worker | None:
         """An idle worker of some user past the idle timeout, removed from the pool (caller kills it)."""
@@ -476,6 +551,8 @@ class WorkerPool:
         """Up to `n` workers for `user` (at least one), waiting at most `timeout_s` for the first. Callers are
         served in arrival order; PoolBusy when none became free in time, Cancelled once `cancelled` is set."""
         deadline = time.monotonic() + timeout_s
+        env = env_of(user) or ""
+        site = self.check_environment(env) if env else None  # EnvironmentNotFound before any waiting
         ticket = _Ticket(user, self._lock)
         with self._cond:
             self._queue.append(ticket)
@@ -490,15 +567,17 @@ class WorkerPool:
                     if cancelled is not None and cancelled.is_set():
                         raise Cancelled()
                     if self._my_turn(ticket):
-                        got, spawn, evict = self._reserve(user, min(n, self._room_for(user)))
+                        got, spawn, evict = self._reserve(user, min(n, self._room_for(user)), env, site)
                         self._spawning[user] += spawn
                 for w in evict:
                     w.kill()
+                failed = False
                 for _ in range(spawn):
                     new: Worker | None = None
                     try:
-                        new = self._spawn()
+                        new = self._spawn(env, site)
                     except Exception:
+                        failed = True
                         log.exception("could not start a worker")
                     with self._cond:
                         self._starting -= 1
@@ -510,6 +589,8 @@ class WorkerPool:
                         self._wake_turn()
                 if got:
                     return got
+                if failed and env and self.envs is not None and self.envs.build_dir(env) is None:
+                    raise EnvironmentNotFound(env)  # dropped meanwhile
                 with self._cond:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -551,19 +632,30 @@ class WorkerPool:
         if ticket is not None:
             ticket.turn.notify()
 
-    def _reserve(self, user: str, n: int) -> tuple[list[Worker], int, list[Worker]]:
-        """Under the lock: the user's idle workers, then fresh ones, then room to start (evicting other users'
-        idle workers if needed). Returns (taken, to start, to kill)."""
-        got = self._idle[user][-n:]
-        del self._idle[user][len(self._idle[user]) - len(got) :]
-        while len(got) < n and self._fresh:
-            got.append(self._fresh.pop(0))
-            self._maintenance.set()  # replace it
-        spawn = min(n - len(got), self.config.size - self._total())
+    def _reserve(
+        self, user: str, n: int, env: str = "", site: str | None = None
+    ) -> tuple[list[Worker], int, list[Worker]]:
+        """Under the lock: the user's idle workers, then fresh ones of the call's environment, then room to start
+        (evicting idle workers of other users or environments if needed). Workers of an environment's older build
+        are killed, not used. Returns (taken, to start, to kill)."""
+        got: list[Worker] = []
         evict: list[Worker] = []
+        idle, fresh = self._idle[user], self._fresh[env]
+        while idle and len(got) < n:
+            w = idle.pop()
+            (got if w.site == site else evict).append(w)
+        while fresh and len(got) < n:
+            w = fresh.pop(0)
+            (got if w.site == site else evict).append(w)
+            self._maintenance.set()  # replace it
+        if env:
+            self._warmth.used(env, short=len(got) < n)
+            self._maintenance.set()
+        spawn = min(n - len(got), self.config.size - self._total())
         if len(got) + spawn < n:
-            evict = self._evictable(user, n - len(got) - spawn)
-            spawn += len(evict)
+            others = self._evictable(user, n - len(got) - spawn, env)
+            evict += others
+            spawn += len(others)
         self._starting += spawn
         for w in got:
             w.user = user
@@ -585,12 +677,17 @@ class WorkerPool:
         with self._cond:
             return len(self._queue)
 
-    def _evictable(self, user: str, n: int) -> list[Worker]:
-        """Up to `n` idle workers of other users, least recently used first, taken out of the pool."""
-        others = sorted((w for u, ws in self._idle.items() if u != user for w in ws), key=lambda w: w.last_used)
-        chosen = others[:n]
+    def _evictable(self, user: str, n: int, env: str = "") -> list[Worker]:
+        """Up to `n` idle workers of other users (or of the user's calls in other environments), then fresh workers
+        of other environments, least recently used first, taken out of the pool."""
+        idle = sorted((w for u, ws in self._idle.items() if u != user for w in ws), key=lambda w: w.last_used)
+        fresh = sorted((w for e, ws in self._fresh.items() if e != env for w in ws), key=lambda w: w.last_used)
+        chosen = (idle + fresh)[:n]
         for w in chosen:
-            self._idle[w.user or ""].remove(w)
+            if w.user is None:
+                self._fresh[w.env].remove(w)
+            else:
+                self._idle[w.user].remove(w)
         return chosen
 
     def release(self, worker: Worker, healthy: bool = True) -> None:
@@ -628,8 +725,9 @@ def _over_quota(quota: int) -> str:
 
 
 def _user_of(key: str) -> str:
-    """The user part of a worker key (`USER`, or `USER` NUL `SCRIPT_OWNER` for another owner's code)."""
-    return key.split("\x00", 1)[0]
+    """The user part of a worker key (`USER`, or `USER` NUL `SCRIPT_OWNER` for another owner's code; either may
+    end with SOH `ENVIRONMENT`, `engines.envs.with_env`)."""
+    return key.split("\x00", 1)[0].split("\x01", 1)[0]
 
 
 def _open_fd_dir(pid: int) -> int | None:

@@ -107,3 +107,6 @@ class WorkerLimits:
     read_paths: tuple[str, ...] = ()
     #: Environment of the user's code (nothing of the server's).
     env: tuple[tuple[str, str], ...] = ()
+    #: A per-script environment's packages (`engines.envs`: a build's `site` directory): readable, and first on
+    #: sys.path.
+    env_dir: str | None = None

@@ -27,6 +27,7 @@ from engines.assemble import Body
 from engines.errors import (
     Cancelled,
     EngineFault,
+    EnvironmentUnsupported,
     ExecutionError,
     InputQueryFailed,
     JobQueueFull,
@@ -112,6 +113,7 @@ class ExecutionService:
     def submit(self, call: Call, api_version: str, verb: str) -> JobRecord:
         """Queue the call as a job, once its input query passes the gate; UserJobQueueFull past the caller's own
         share of the queue (so one user cannot fill it for everyone), JobQueueFull past the queue limit."""
+        self.check_environment(call)
         self._gate(call)
         store, limits = self.jobs, self.job_limits
         if store.waiting(call.user) >= limits.queue_per_user:
@@ -157,6 +159,17 @@ class ExecutionService:
         return body
 
     # -- one path for both ---------------------------------------------------------------------------------
+    def check_environment(self, call: Call) -> None:
+        """The call's `envName` names an environment the engine has: EnvironmentNotFound if not, and
+        EnvironmentUnsupported from an engine without per-script environments (the Dask engine)."""
+        name = call.request.env_name
+        if name is None:
+            return
+        check = getattr(self.workers, "check_environment", None)
+        if check is None:
+            raise EnvironmentUnsupported("envName is not supported by this engine")
+        check(name)
+
     def _gate(self, call: Call) -> GatedQuery | None:
         """The input query, checked by the gate as the caller now (None for verbs without input)."""
         text = call.request.input
@@ -170,6 +183,7 @@ class ExecutionService:
         return gated
 
     def _runner(self, call: Call, time_limit_s: float, *, is_job: bool) -> Runner:
+        self.check_environment(call)
         gated = self._gate(call)
         batches = None
         partitions = None

@@ -23,10 +23,14 @@ from pydantic import (
     Json,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from engines import envs
 from engines.errors import InvalidApplyRequest
+from engines.extensions import FuncValue, Pickled
 from engines.protocol import InputType, Kind
+from engines.worker.arguments import FUNC_VALUE, PICKLED_FUNC, PICKLED_KWARGS
 
 #: Most parallel workers each service level may use (Oracle: LOW 2, MEDIUM 4, HIGH 8). TP runs serially.
 SERVICE_DOP = {"LOW": 2, "MEDIUM": 4, "HIGH": 8, "TP": 1, "TPURGENT": 8}
@@ -103,12 +107,27 @@ class ExecutionBody(BaseModel):
     graphicsFlag: OmlBool | None = Field(None, description="Return the figures the function drew, as PNG")
     parallelFlag: OmlBool | None = Field(None, description="Run units in parallel workers")
     parallel: bool | int | None = Field(None, description="Degree of parallelism (or true/false)")
-    envName: str | None = Field(None, description="Not supported: scripts run in the server's environment")
+    envName: str | None = Field(
+        None,
+        description="The environment to run in: packages added to the server's (`pyqd env create`; "
+        "GET /py-scripts/v1/envs lists them). Not on the Dask engine",
+    )
     resultFormat: Literal["json", "pickle"] | None = Field(
         None, description="pyqd extension: `pickle` returns the values pickled, for the Python client"
     )
     trustPickle: bool | None = Field(
         None, description="pyqd extension: accept pickled results of another owner's script"
+    )
+    pickledKwargs: Pickled = Field(
+        None,
+        description="pyqd extension (the Python client): keyword arguments that are not JSON (a fitted model, a "
+        "DataFrame, a proxy) as a cloudpickled dict in base64. The server passes the bytes on unread; they are "
+        "loaded only in the caller's own worker",
+    )
+    funcValue: FuncValue | None = Field(
+        None,
+        description="pyqd extension (Oracle's func_value): write the function's rows to a new table in the caller's "
+        "schema and answer its description instead of the values (synchronous calls)",
     )
 
     @field_validator("service")
@@ -128,9 +147,8 @@ class ExecutionBody(BaseModel):
     @field_validator("envName")
     @classmethod
     def _env(cls, v: str | None) -> str | None:
-        if v:
-            raise ValueError("is not supported: pyqd runs scripts in the server's Python environment")
-        return v
+        """A valid name (whether it exists is the engine's to say); an empty one means none."""
+        return envs.check_name(v) if v else None
 
     def to_request(self, kind: Kind) -> ApplyRequest:
         """The engine's form: `oml_*` controls folded in (first-class body fields win over their twins inside
@@ -152,12 +170,25 @@ class ExecutionBody(BaseModel):
             parallel = flag or (requested or 0) > 1
         # The fields were validated above: build without validating again (this is on every call's path).
         verb = self.__dict__  # the verb's own fields (`input`, `rows`, ...), absent from other verbs' bodies
+        graphics = _flag(self.graphicsFlag, controls, "oml_graphics_flag")
+        async_flag = _flag(self.asyncFlag, controls, "oml_async_flag")
+        result_format = self.resultFormat or "json"
+        if self.pickledKwargs is not None:
+            kwargs[PICKLED_KWARGS] = self.pickledKwargs
+        if verb.get("pickledFunc") is not None:
+            kwargs[PICKLED_FUNC] = verb["pickledFunc"]
+        if self.funcValue is not None:
+            if async_flag:
+                raise InvalidApplyRequest("funcValue works with synchronous calls only (not with asyncFlag)")
+            # Rows of a table: images are dropped (as Oracle's relational output drops them), values are JSON.
+            kwargs[FUNC_VALUE] = [[name, kind] for name, kind in self.funcValue.columns.items()]
+            graphics, result_format = False, "json"
         return ApplyRequest.model_construct(
             kind=kind,
             kwargs=kwargs,
             input_type=input_type,
             na_omit=_flag(None, controls, "oml_na_omit"),
-            graphics=_flag(self.graphicsFlag, controls, "oml_graphics_flag"),
+            graphics=graphics,
             input=verb.get("input"),
             rows=verb.get("rows"),
             group_by=tuple(verb.get("groupBy") or ()),
@@ -166,11 +197,18 @@ class ExecutionBody(BaseModel):
             parallel=parallel,
             requested_dop=requested,
             service=service.upper(),
-            async_flag=_flag(self.asyncFlag, controls, "oml_async_flag"),
+            async_flag=async_flag,
             timeout=self.timeout,
-            result_format=self.resultFormat or "json",
+            result_format=result_format,
             trust_pickle=self.trustPickle is True,
+            func_value=self.funcValue,
+            env_name=self.envName,
         )
+
+    def pickled_bytes(self) -> int:
+        """About how many bytes of pickled data the body carries (base64 is 4 characters per 3 bytes)."""
+        text = len(self.pickledKwargs or "") + len(self.__dict__.get("pickledFunc") or "")
+        return text * 3 // 4
 
 
 def _control(controls: dict[str, Any], key: str, kind: type) -> Any:
@@ -259,10 +297,21 @@ BODIES: dict[Kind, type[ExecutionBody]] = {
 
 
 class AdHoc(BaseModel):
-    """pyqd extension: the function comes in the body instead of the repository."""
+    """pyqd extension: the function comes in the body instead of the repository: its source, or (the Python
+    client, for lambdas and functions without source) the function cloudpickled."""
 
-    script: str = Field(min_length=1, description="The function's source (one `def`, helpers allowed)")
+    script: str | None = Field(None, min_length=1, description="The function's source (one `def`, helpers allowed)")
     name: str = Field("script", description="The function's name (the entry point when there are several)")
+    pickledFunc: Pickled = Field(
+        None,
+        description="Instead of `script`: the function cloudpickled, in base64 (loaded only in the caller's worker)",
+    )
+
+    @model_validator(mode="after")
+    def _one_function(self) -> AdHoc:
+        if (self.script is None) == (self.pickledFunc is None):
+            raise ValueError("give the function either as `script` (its source) or as `pickledFunc`")
+        return self
 
 
 #: The ad-hoc body of each verb: the verb's fields plus `script` and `name`.
@@ -315,6 +364,10 @@ class ApplyRequest(BaseModel):
     result_format: Literal["json", "pickle"] = "json"
     #: pyqd extension `trustPickle`: the caller accepts pickles, and datastore writes, of another owner's script.
     trust_pickle: bool = False
+    #: pyqd extension `funcValue`: the values become rows of a new table in the caller's schema.
+    func_value: FuncValue | None = None
+    #: `envName`: the per-script environment the call's workers run in (`engines.envs`; None: the server's own).
+    env_name: str | None = None
 
     def degree_of_parallelism(self, pool_size: int) -> int:
         """Workers to use: 1 unless parallel; else `parallel` (or the service default), capped by the
@@ -354,8 +407,9 @@ class Call(BaseModel):
     @property
     def worker_key(self) -> str:
         """Which workers may run it: the caller's own, or a separate set for another owner's code (it could
-        leave code behind in a process the caller's own calls would reuse)."""
-        return self.user if self.own_script else f"{self.user}{WORKER_KEY_SEPARATOR}{self.script_owner or '?'}"
+        leave code behind in a process the caller's own calls would reuse), each per environment (`envName`)."""
+        key = self.user if self.own_script else f"{self.user}{WORKER_KEY_SEPARATOR}{self.script_owner or '?'}"
+        return envs.with_env(key, self.request.env_name)
 
 
 #: Separates the caller from a foreign script's owner in a worker key (user names never contain it).

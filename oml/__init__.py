@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from oml import ds, script, services
+from oml import core, cursor, ds, graphics, script, services
 from oml._connection import PYQD, Connection, current, set_current
-from oml.embed import DataImage, Job, do_eval, group_apply, index_apply, row_apply, table_apply
+from oml.core.series import Boolean, Bytes, Datetime, Float, String
+from oml.embed import DataImage, Job, check_embed, do_eval, group_apply, index_apply, row_apply, table_apply
 from oml.errors import (
     AuthenticationError,
     ExecutionError,
@@ -26,7 +27,9 @@ from oml.errors import (
     ServerBusyError,
     ServerError,
 )
-from oml.frame import DataFrame, create, drop, sync
+from oml.frame import DataFrame, create, dir, drop, push, sync
+from oml.graphics import boxplot, hist
+from oml.script import export_script, import_script
 
 __all__ = [
     "connect",
@@ -35,12 +38,24 @@ __all__ = [
     "script",
     "ds",
     "services",
+    "graphics",
+    "boxplot",
+    "hist",
     "grant",
     "revoke",
     "create",
     "sync",
     "drop",
+    "push",
+    "dir",
+    "cursor",
+    "core",
     "DataFrame",
+    "Float",
+    "String",
+    "Boolean",
+    "Bytes",
+    "Datetime",
     "DataImage",
     "Job",
     "do_eval",
@@ -48,6 +63,9 @@ __all__ = [
     "row_apply",
     "group_apply",
     "index_apply",
+    "check_embed",
+    "import_script",
+    "export_script",
     "OMLError",
     "ServerError",
     "AuthenticationError",
@@ -80,6 +98,12 @@ def connect(
 
 
 def disconnect(cleanup: bool = True) -> None:
+    """Close the connection; with cleanup (the default) the temporary tables made by `oml.push` (and
+    `materialize()` without a name) through it are dropped first, as Oracle drops them at the session's end."""
+    if cleanup:
+        from oml.frame import _drop_temporary
+
+        _drop_temporary()
     set_current(None)
 
 

@@ -1,10 +1,13 @@
 """Embedded Python execution from Python, with Oracle's signatures: `do_eval`, `table_apply`, `row_apply`,
 `group_apply`, `index_apply`. `func` may be a repository script name, a Python function, a string holding a
-`def`, or a Callable from `oml.script.load`; functions and strings run without a repository entry. Keyword
-arguments (JSON-serializable) go to the function, `oml_*` ones are controls (`oml_async_flag=True` returns a
-`Job`, `oml_timeout` sets its time limit). Results of your own scripts and functions come back as the Python
-objects the function returned; results of other owners' scripts (global or granted) come back as JSON values,
-because unpickling would run their code here, unless you pass `oml_trust_pickle=True`."""
+`def`, or a Callable from `oml.script.load`; functions, lambdas and strings run without a repository entry.
+Keyword arguments go to the function: JSON values as JSON, Python objects (a fitted model, a DataFrame, a proxy)
+cloudpickled and loaded only in your own worker; `oml_*` ones are controls (`oml_async_flag=True` returns a
+`Job`, `oml_timeout` sets its time limit). `func_value=<prototype DataFrame>` (Oracle's) keeps the result in the
+database: the call returns an `oml.DataFrame` proxy of a new table with the prototype's columns. Results of your
+own scripts and functions come back as the Python objects the function returned; results of other owners'
+scripts (global or granted) come back as JSON values, because unpickling would run their code here, unless you
+pass `oml_trust_pickle=True`."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import io
 import pickle
 import sys
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -23,26 +25,51 @@ import orjson
 import pandas as pd
 
 from oml import _connection
+from oml._arguments import func_value_field, function_fields, split_kwargs
 from oml._connection import PY_SCRIPTS, PYQD
+from oml.errors import ServerError
 from oml.frame import DataFrame
-from oml.script import SCRIPT_NAME_RE, source_of
+from oml.script import SCRIPT_NAME_RE
 from oml.script import Callable as ScriptCallable
 
 
 class DataImage:
-    """What a call with `graphics=True` returns: the function's value and the images it drew."""
+    """What a call with `graphics=True` returns (Oracle's `oml.embed.data_image._DataImage`): the function's
+    value (`.dat`, also `.data`) and the images it drew (`.img`, PNG bytes, with their `.title`s)."""
 
     def __init__(self, data: Any, images: list[tuple[bytes, str | None]]) -> None:
-        self.data = data
+        #: The function's value (Oracle's attribute name).
+        self.dat = data
         #: PNG bytes of each figure, in order.
         self.img = [png for png, _ in images]
-        self.titles = [title for _, title in images]
+        #: Each figure's title (its suptitle, else its first axes' title), None when it has none.
+        self.title = [title for _, title in images]
+
+    @property
+    def data(self) -> Any:
+        return self.dat
+
+    @property
+    def titles(self) -> list[str | None]:
+        return self.title
 
     def _repr_png_(self) -> bytes | None:
         return self.img[0] if self.img else None
 
+    def _ipython_display_(self) -> None:
+        """In a notebook: every image, then the value (as Oracle's notebooks show it)."""
+        from IPython.display import Image, display
+
+        for png in self.img:
+            display(Image(data=png, format="png"))
+        display(self.dat)
+
     def __repr__(self) -> str:
-        return f"<oml.DataImage: {len(self.img)} image(s), data={type(self.data).__name__}>"
+        return repr(self.dat)
+
+
+#: Oracle's class name.
+_DataImage = DataImage
 
 
 def _parallel(parallel: Any) -> dict[str, Any]:
@@ -56,20 +83,22 @@ def _parallel(parallel: Any) -> dict[str, Any]:
 
 
 def _input(data: Any) -> str:
-    if isinstance(data, DataFrame):
-        return data.sql
+    """The input query: a proxy's (it runs in the database; no rows pass through the notebook), or a query."""
     if isinstance(data, str):
         return data
-    raise TypeError("data must be an oml.DataFrame proxy (oml.sync / oml.create) or a query string")
+    sql = getattr(data, "sql", None)
+    if isinstance(sql, str):
+        return sql
+    raise TypeError("data must be an oml.DataFrame proxy (oml.sync / oml.create / oml.push) or a query string")
 
 
 def _columns(spec: Any, what: str) -> str:
-    if isinstance(spec, DataFrame):
-        cols = spec.columns
-    elif isinstance(spec, str):
+    if isinstance(spec, str):
         cols = [spec]
     elif isinstance(spec, list | tuple) and all(isinstance(c, str) for c in spec):
         cols = list(spec)
+    elif isinstance(getattr(spec, "columns", None), list | tuple | pd.Index):
+        cols = [str(c) for c in spec.columns]
     else:
         raise TypeError(f"{what} must be an oml.DataFrame of the columns, a column name, or a list of names")
     return ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
@@ -89,20 +118,26 @@ def _run(
     fields: dict[str, Any],
     shape: Callable[[Units], Any],
 ) -> Any:
-    """Call the verb; the shaped result, or a Job when `oml_async_flag=True` was given."""
+    """Call the verb; the shaped result, a proxy of the result table with `func_value`, or a Job when
+    `oml_async_flag=True` was given."""
     async_flag = bool(kwargs.pop("oml_async_flag", False))
     timeout = kwargs.pop("oml_timeout", None)
     trust_pickle = kwargs.pop("oml_trust_pickle", False) is True
-    try:
-        parameters = orjson.dumps(kwargs).decode()
-    except TypeError as e:
-        raise TypeError(f"keyword arguments must be JSON-serializable to reach the server: {e}") from None
+    func_value = kwargs.pop("func_value", None)
+    plain, pickled = split_kwargs(kwargs)
     body: dict[str, Any] = {
         **fields,
-        "parameters": parameters,
+        "parameters": orjson.dumps(plain).decode(),
         "graphicsFlag": bool(graphics),
         "resultFormat": "pickle",
     }
+    if pickled is not None:
+        body["pickledKwargs"] = pickled
+    if func_value is not None:
+        if async_flag:
+            raise ValueError("func_value works with synchronous calls only (not with oml_async_flag)")
+        body["funcValue"] = func_value_field(func_value)
+        body["resultFormat"] = "json"
     if async_flag:
         body["asyncFlag"] = True
         if timeout is not None:
@@ -118,13 +153,14 @@ def _run(
         if func_owner:
             path += f"/{quote(func_owner, safe='')}"
     else:
-        body["script"] = source_of(func)
-        if isinstance(func, types.FunctionType):
-            body["name"] = func.__name__
+        body.update(function_fields(func))
         path = f"{PYQD}/run/{verb}"
     r = _connection.current().request("POST", path, json=body)
     if async_flag:
         return Job(r.headers["location"], shape)
+    if func_value is not None:
+        table = r.json()["result"]
+        return DataFrame(table=table["table_name"], owner=table["owner"])
     return _answer(r, shape)
 
 
@@ -298,3 +334,14 @@ def index_apply(
         {"times": times, **_parallel(parallel)},
         lambda units: [_value(u, graphics) for u in units],
     )
+
+
+def check_embed() -> bool:
+    """True when the server runs embedded Python execution for you (Oracle's check that it is set up); False
+    when it answers without it. Raises NotConnectedError without a connection."""
+    try:
+        doc = _connection.current().request("GET", f"{PY_SCRIPTS}/v2").json()
+    except ServerError:
+        return False
+    links = [link.get("href", "") for link in doc.get("links", []) if isinstance(link, dict)]
+    return any("/do-eval/" in href for href in links)

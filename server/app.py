@@ -20,6 +20,7 @@ from server.metrics import Metrics
 from server.routes import (
     admin,
     datastores,
+    envs,
     execution,
     jobs,
     meta,
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     omlmod.install_score(app)
     for module in (execution, omlmod, meta, tokens, versions, scripts, jobs, datastores, tables, queries, relay, admin):
         module.install(app)
+    envs.install(app)
     for module in (omlmod_models,):
         module.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)

@@ -496,3 +496,87 @@ def model_delete(settings: Settings, model_id: str, user_name: str) -> None:
 
     _as_user(settings, user_name, lambda session, user: models_service.delete_model(session, user, model_id))
     click.echo(f"deleted model {model_id}")
+
+
+@main.group()
+def env() -> None:
+    """Manage per-script environments (envName): packages added to the server's, built with uv.
+
+    An environment adds packages; numpy, pandas, pyqd and everything else the server has come from the server.
+    The requirements file holds package requirements only; where packages come from is given here."""
+
+
+@env.command("create")
+@common_options
+@click.argument("name")
+@click.option(
+    "-r",
+    "--requirements",
+    "requirements",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Requirements file: one `name[extras] specifier ; marker` per line (no options, URLs or paths)",
+)
+@click.option("--description", help="Shown in GET /py-scripts/v1/envs")
+@click.option("--replace", is_flag=True, help="Build it again if it exists (running calls keep the old build)")
+@click.option("--index-url", help="Package index (default: PyPI)")
+@click.option("--extra-index-url", multiple=True, help="Another package index (repeatable)")
+@click.option("--find-links", multiple=True, help="A directory or page of wheels to use (repeatable)")
+@click.option("--no-index", is_flag=True, help="Use no index: only --find-links")
+@click.option("--allow-build", is_flag=True, help="Build source distributions too (runs their build scripts)")
+def env_create(
+    settings: Settings,
+    name: str,
+    requirements: Path,
+    description: str | None,
+    replace: bool,
+    index_url: str | None,
+    extra_index_url: tuple[str, ...],
+    find_links: tuple[str, ...],
+    no_index: bool,
+    allow_build: bool,
+) -> None:
+    """Build environment NAME from a requirements file."""
+    from engines import envbuild
+    from engines.envs import EnvError, EnvStore
+
+    index = envbuild.IndexOptions(index_url, extra_index_url, find_links, no_index, allow_build)
+    try:
+        info = envbuild.create(
+            EnvStore.of_data_dir(settings.data_dir),
+            name,
+            requirements.read_text(),
+            description=description,
+            replace=replace,
+            index=index,
+        )
+    except (EnvError, OSError, UnicodeDecodeError) as e:
+        _fail(e)
+    added = ", ".join(f"{p['name']} {p['version']}" for p in info.packages) or "nothing"
+    click.echo(f"built environment {info.name} in {info.build_seconds:.1f} s: {added}")
+
+
+@env.command("list")
+@common_options
+def env_list(settings: Settings) -> None:
+    """List the environments: name, size, packages, description."""
+    from engines.envs import EnvStore, human_size
+
+    for info in EnvStore.of_data_dir(settings.data_dir).list():
+        packages = " ".join(f"{p['name']}=={p['version']}" for p in info.packages)
+        click.echo(f"{info.name}\t{human_size(info.size)}\t{info.created}\t{packages}\t{info.description or ''}")
+
+
+@env.command("drop")
+@common_options
+@click.argument("name")
+def env_drop(settings: Settings, name: str) -> None:
+    """Remove environment NAME (calls running in it finish; new calls naming it get a 400)."""
+    from engines import envbuild
+    from engines.envs import EnvError, EnvStore
+
+    try:
+        envbuild.drop(EnvStore.of_data_dir(settings.data_dir), name)
+    except EnvError as e:
+        _fail(e)
+    click.echo(f"dropped environment {name}")

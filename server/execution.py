@@ -11,6 +11,7 @@ from typing import Any
 
 from datastore import service as ds
 from engines.assemble import Body
+from engines.extensions import MAX_PICKLED_BYTES
 from engines.jobs import JobRecord, JobStore, SchedulerConfig
 from engines.pool import RequestHandler
 from engines.runner import Limits
@@ -18,11 +19,12 @@ from engines.service import ExecutionService, JobLimits, Observer
 from engines.spec import VERBS, AdHoc, ApplyRequest, Call, ExecutionBody
 from repository import service as repo
 from repository.source import entry_function
+from server import func_value
 from server.auth.tokens import TokenClaims
 from server.bridge import TokenSource
 from server.db import write_session
 from server.deps import Caller
-from server.errors import BadRequest
+from server.errors import BadRequest, PayloadTooLarge
 from server.services import DATASTORE_GENERATION, Services
 from server.settings import Settings
 
@@ -47,7 +49,10 @@ def execute(
     call = make_call(services, caller, verb, script, owner, body)
     if call.request.async_flag:
         return call.request, services.execution.submit(call, api_version, verb)
-    return call.request, services.execution.run(call)
+    result = services.execution.run(call)
+    if call.request.func_value is not None:  # the values become a table of the caller's; answer its description
+        result = func_value.store(services, caller.name, call.request, result)
+    return call.request, result
 
 
 def make_call(
@@ -68,6 +73,11 @@ def make_call(
     name, source, script_owner = resolve_script(services, caller.name, script, owner, body)
     if isinstance(body, BadRequest):
         raise body
+    if body.pickled_bytes() > MAX_PICKLED_BYTES:
+        raise PayloadTooLarge(
+            f"The pickled arguments are {body.pickled_bytes() / 2**20:.1f} MiB; a call may send at most "
+            f"{MAX_PICKLED_BYTES // 2**20} MiB (save large objects in a datastore and load them in the function)"
+        )
     request = body.to_request(VERBS[verb])
     if script_owner != caller.name and request.result_format == "pickle" and not request.trust_pickle:
         request = request.model_copy(update={"result_format": "json"})
@@ -98,6 +108,8 @@ def resolve_script(
         raise body
     assert isinstance(body, AdHoc)
     repo.check_name(body.name)
+    if body.script is None:  # a pickled function: the worker loads it (never the server)
+        return body.name, f"# {body.name}: a pickled function\n", caller
     entry_function(body.name, body.script)
     return body.name, body.script, caller
 

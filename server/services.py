@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from engines.envs import EnvStore, Preloads
 from engines.pool import PoolSettings, WorkerPool
 from server import notify
 from server.auth import service as auth_service
@@ -64,12 +65,19 @@ class Services:
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleConfig()))
     #: Identifies these services (this process's view of its stores) to workers.
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
+    #: Environments preloaded through `POST /py-scripts/v2/preload/conda`, by user (this server's memory).
+    preloads: Preloads = field(default_factory=Preloads)
 
     #: Applies the forgets other servers of this PostgreSQL publish (`start_listening`; None on SQLite).
     listener: notify.Listener | None = None
 
     # Each change forgets what it invalidates right after its commit, before its answer goes out, so the next
     # request through this server already sees it; on PostgreSQL it also tells the other servers (server.notify).
+
+    @property
+    def envs(self) -> EnvStore:
+        """The per-script environments (`pyqd env create`) of this server's data directory."""
+        return EnvStore.of_data_dir(self.settings.data_dir)
 
     def forget_sessions(self, *, user: str | None = None, sid: str | None = None, client_id: str | None = None) -> None:
         """Drop the checked sessions of a user (password change, removal), of one session (revoked) or of an API
@@ -159,8 +167,10 @@ def pool_settings(settings: Settings) -> PoolSettings:
 
 
 def make_pool(settings: Settings) -> WorkerPool:
-    """A worker pool configured from the settings (not started)."""
-    return WorkerPool(pool_settings(settings).config(settings.workers, settings.workers_per_user))
+    """A worker pool configured from the settings (not started), running per-script environments from the data
+    directory (the pools Dask workers host have none: the environments are on this server's disk)."""
+    config = pool_settings(settings).config(settings.workers, settings.workers_per_user)
+    return WorkerPool(replace(config, envs_dir=str(EnvStore.of_data_dir(settings.data_dir).root.resolve())))
 
 
 def make_cluster(settings: Settings) -> DaskWorkers:

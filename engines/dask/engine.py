@@ -43,7 +43,14 @@ from engines.dask.host import (
     run_partition_task,
     run_task,
 )
-from engines.errors import Cancelled, ClusterUnavailable, InputQueryFailed, OutputTooLarge, PoolBusy
+from engines.errors import (
+    Cancelled,
+    ClusterUnavailable,
+    EnvironmentUnsupported,
+    InputQueryFailed,
+    OutputTooLarge,
+    PoolBusy,
+)
 from engines.pool import PoolSettings, RequestHandler, WorkerDied, WorkerTimedOut
 from engines.pool import _user_of as user_of
 from engines.protocol import Result, Task, Unit
@@ -189,6 +196,10 @@ class DaskWorkers:
 
     def _share(self) -> int:
         return max(1, self.config.per_user if self.config.per_user is not None else self._capacity // 2)
+
+    def check_environment(self, env: str) -> str:
+        """Per-script environments are built on the API server's disk, which the Dask workers do not share."""
+        raise EnvironmentUnsupported("envName is not supported on the Dask engine")
 
     def acquire(
         self, user: str, n: int, timeout_s: float, cancelled: threading.Event | None = None

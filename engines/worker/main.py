@@ -94,8 +94,10 @@ def handle_model_message(channel: Channel, header: dict, blobs: list) -> None:
 
 
 def confine(limits: WorkerLimits, tmp_dir: str) -> str:
-    """Own process group, scrubbed environment, rlimits, no privileges, Landlock, seccomp. Returns what was
-    applied."""
+    """Own process group, scrubbed environment, rlimits, no privileges, Landlock, seccomp, then the per-script
+    environment's packages first on sys.path. Returns what was applied."""
+    # Opened while the worker may still read anything: its own account need not reach the data directory.
+    env_fd = os.open(limits.env_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if limits.env_dir else None
     os.setpgid(0, 0)  # the pool kills the whole group, so children the user starts die too
     # Orphans of the user's processes stay below this worker while it lives; when it dies they go to the
     # template (a subreaper too), which kills them.
@@ -135,7 +137,7 @@ def confine(limits: WorkerLimits, tmp_dir: str) -> str:
         applied.append(f"nproc={limits.max_processes}")
     if limits.sandbox:
         try:
-            abi = restrict(_read_paths(limits), [tmp_dir, os.devnull], ())
+            abi = restrict(_read_paths(limits), [tmp_dir, os.devnull], (), () if env_fd is None else (env_fd,))
             applied.append(f"landlock-abi{abi}")
         except SandboxUnavailable:
             applied.append("no-landlock")
@@ -143,7 +145,24 @@ def confine(limits: WorkerLimits, tmp_dir: str) -> str:
         applied.append("seccomp-no-sockets")
     # Not dumpable: no other process of the same account may read its memory or take its descriptors.
     ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if env_fd is not None:
+        use_environment(env_fd)
+        applied.append("env")
     return ",".join(applied)
+
+
+def use_environment(fd: int) -> None:
+    """Put a per-script environment's packages (an open directory) first on sys.path, processing its `.pth` files
+    as site-packages does. Runs once confined: a `.pth` file may run code. The directory is reached through the
+    descriptor, not its path: the data directory above it stays closed to the worker's account, and the worker
+    keeps the build it started with even if the environment is rebuilt meanwhile."""
+    import importlib
+    import site
+
+    path = f"/proc/self/fd/{fd}"
+    sys.path.insert(0, path)
+    site.addsitedir(path)  # already on sys.path: only its .pth files are read
+    importlib.invalidate_caches()
 
 
 def _own_network() -> bool:

@@ -80,3 +80,85 @@ def _dumps(value: Any) -> bytes:
                 "(e.g. a fitted model's attributes to a dict)"
             ) from None
         raise NotSerializable(f"The function's value cannot be rendered as JSON: {e}") from None
+
+
+# -- func_value: the rows of a result table ---------------------------------------------------------------------
+#: What a function may return when the call has a func_value prototype (Oracle's relational output).
+ROWS_HINT = "a pandas.DataFrame, a numpy.ndarray, a tuple (one row) or a list of tuples"
+
+
+def conform(value: Any, columns: list[tuple[str, str]]) -> pd.DataFrame:
+    """The function's value as a DataFrame with the prototype's columns (matched by name when a DataFrame has
+    the same names, else by position, and named as the prototype names them) and types: integers rounded half
+    away from zero (as Oracle stores a number in an integer column), text as str, timestamps parsed.
+    NotSerializable says what does not fit."""
+    names = [n for n, _ in columns]
+    if value is None:
+        df = pd.DataFrame({n: [] for n in names})
+    elif isinstance(value, pd.DataFrame):
+        df = value.reset_index(drop=True)
+    elif isinstance(value, np.ndarray):
+        array = value.reshape(1, -1) if value.ndim == 1 else value
+        if array.ndim != 2:
+            raise NotSerializable(f"With func_value the function returned a {value.ndim}-dimensional array")
+        df = pd.DataFrame(list(array))
+    elif isinstance(value, tuple):
+        df = pd.DataFrame([value])
+    elif isinstance(value, list) and all(isinstance(r, tuple | list) for r in value):
+        df = pd.DataFrame([tuple(r) for r in value]) if value else pd.DataFrame({n: [] for n in names})
+    else:
+        raise NotSerializable(f"With func_value the function must return {ROWS_HINT}, not a {type(value).__name__}")
+    if len(df.columns) != len(names):
+        raise NotSerializable(
+            f"func_value has {len(names)} columns ({', '.join(names)}); the function returned {len(df.columns)}"
+        )
+    if isinstance(value, pd.DataFrame) and sorted(map(str, df.columns)) == sorted(names):
+        df = df.set_axis(list(map(str, df.columns)), axis=1)[names]  # the same names: matched by name
+    out = {}
+    for (name, kind), col in zip(columns, (df.iloc[:, i] for i in range(len(names))), strict=True):
+        try:
+            out[name] = _cast(col, kind)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise NotSerializable(f"Column {name} of the result does not fit func_value's {kind} column: {e}") from None
+    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def _cast(col: pd.Series, kind: str) -> pd.Series:
+    if kind in ("integer", "float"):
+        numbers = pd.to_numeric(col.astype(object).where(col.notna(), None)).astype("float64")
+        if kind == "float":
+            return numbers
+        rounded = np.sign(numbers) * np.floor(np.abs(numbers) + 0.5)
+        return rounded.astype("Int64")
+    if kind == "boolean":
+        return col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else bool(v))
+    if kind == "text":
+        return col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else str(v))
+    mixed = None if pd.api.types.is_datetime64_any_dtype(col) else "mixed"
+    if kind == "timestamptz":
+        return pd.to_datetime(col, utc=True, format=mixed)
+    stamps = pd.to_datetime(col, format=mixed)
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.dt.normalize() if kind == "date" else stamps
+
+
+def columnar(df: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
+    """A conformed frame as one JSON object of column lists, exact (no rounding of floats), nulls as null:
+    the server reads it with a JSON parser and writes it to the result table."""
+    data: dict[str, list[Any]] = {}
+    for name, kind in columns:
+        col = df[name]
+        present = col.notna().to_numpy()
+        if kind == "timestamp":
+            values = col.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").tolist()
+        elif kind == "timestamptz":
+            values = col.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00").tolist()
+        elif kind == "date":
+            values = col.dt.strftime("%Y-%m-%d").tolist()
+        elif kind == "integer":
+            values = [int(v) if ok else None for v, ok in zip(col.tolist(), present, strict=True)]
+        else:
+            values = col.tolist()
+        data[name] = [v if ok else None for v, ok in zip(values, present, strict=True)]
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -21,7 +21,8 @@ from engines.channel import Channel
 from engines.protocol import Image, Result, Task, Unit
 from engines.serialize import frame_to_json
 from engines.wire import MAX_STDOUT_CHARS, clip
-from engines.worker.results import NotSerializable, pickled, render
+from engines.worker.arguments import ArgumentError, Arguments
+from engines.worker.results import NotSerializable, columnar, conform, pickled, render
 
 #: What the worker's `oml` connection sends as its token: the server ignores it and attaches the caller's
 #: identity to the requests that come through this worker's channel (user code never holds a credential).
@@ -163,22 +164,26 @@ def _is_string(t: pa.DataType) -> bool:
 def run_task(task: Task, batches: list[pa.RecordBatch], channel: Channel | None = None) -> list[Result]:
     """Run every unit in order; stop at the first failure (the whole call fails, as in OML)."""
     connect_oml(task.oml, task.call_id, task.datastore_generation, channel)
-    try:
-        func = function_for(task.script_name, task.source)
-    except Exception as e:  # noqa: BLE001 - the user's module-level code failed
-        return [
-            Result(
-                task.units[0].name if task.units else "", False, error=_format(e, task.script_name), failure="exception"
-            )
-        ]
+    first = task.units[0].name if task.units else ""
+    arguments = Arguments(task.kwargs)
+    try:  # the caller's own pickles, loaded here in the caller's worker (engines.worker.arguments)
+        kwargs = arguments.kwargs()
+        func = arguments.function()
+    except ArgumentError as e:
+        return [Result(first, False, error=f"Error in script {task.script_name}: {e}", failure="exception")]
+    if func is None:
+        try:
+            func = function_for(task.script_name, task.source)
+        except Exception as e:  # noqa: BLE001 - the user's module-level code failed
+            return [Result(first, False, error=_format(e, task.script_name), failure="exception")]
     # row-apply DataFrames are rendered together at the end: one JSON encoding for many small chunks.
-    frames: dict[int, pd.DataFrame] | None = (
-        {} if task.kind == "row" and task.result_format == "json" and not task.graphics else None
-    )
+    plain = task.kind == "row" and task.result_format == "json" and not task.graphics
+    frames: dict[int, pd.DataFrame] | None = {} if plain and arguments.func_value is None else None
+    call = _Call(func, kwargs, arguments.func_value)
     results = []
     inputs = Frames(batches)
     for position, unit in enumerate(task.units):
-        result = _run_unit(task, unit, position, func, inputs, frames)
+        result = _run_unit(task, unit, position, call, inputs, frames)
         results.append(result)
         if not result.ok:
             return results
@@ -213,11 +218,20 @@ def _render_frames(results: list[Result], frames: dict[int, pd.DataFrame]) -> No
             results[i] = dataclasses.replace(results[i], json=frame_to_json(df))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """What every unit of a task calls: the function, its keyword arguments, and the func_value columns."""
+
+    func: Callable[..., Any]
+    kwargs: dict[str, Any]
+    func_value: list[tuple[str, str]] | None = None
+
+
 def _run_unit(
     task: Task,
     unit: Unit,
     position: int,
-    func: Callable[..., Any],
+    call: _Call,
     inputs: Frames,
     frames: dict[int, pd.DataFrame] | None = None,
 ) -> Result:
@@ -232,12 +246,14 @@ def _run_unit(
         plt.close("all")
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            value = func(*args, **task.kwargs)
+            value = call.func(*args, **call.kwargs)
         images = _figures() if task.graphics else []
     except Exception as e:  # noqa: BLE001 - any error of the user's code is reported, never raised
         _close_figures()
         return Result(unit.name, False, stdout=_clip(out), error=_format(e, task.script_name), failure="exception")
     _close_figures()
+    if call.func_value is not None:
+        return _rows(task, unit, value, call.func_value, _clip(out))
     if frames is not None and isinstance(value, pd.DataFrame):
         if len(value) > task.output_limit:
             return Result(
@@ -264,6 +280,25 @@ def _run_unit(
             error=f"Output exceeds maximum length {task.output_limit}",
         )
     return Result(unit.name, True, data, is_frame, length, images, _clip(out))
+
+
+def _rows(task: Task, unit: Unit, value: Any, columns: list[tuple[str, str]], stdout: str) -> Result:
+    """A unit's value as rows of the func_value table: columns of JSON, exact."""
+    try:
+        frame = conform(value, columns)
+        data = columnar(frame, columns)
+    except NotSerializable as e:
+        return Result(unit.name, False, stdout=stdout, error=str(e), failure="serialize")
+    rows = len(frame)
+    if rows > task.output_limit:
+        return Result(
+            unit.name,
+            False,
+            stdout=stdout,
+            failure="output",
+            error=f"Output exceeds maximum length {task.output_limit}",
+        )
+    return Result(unit.name, True, data, False, rows, [], stdout)
 
 
 def _clip(out: io.StringIO) -> str:

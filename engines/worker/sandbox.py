@@ -71,8 +71,12 @@ def _fs_rights(abi: int) -> int:
     return rights
 
 
-def restrict(read_paths: Iterable[str], write_paths: Iterable[str], connect_ports: Iterable[int]) -> int:
-    """Confine this process; returns the ABI version used. Paths that do not exist are skipped."""
+def restrict(
+    read_paths: Iterable[str], write_paths: Iterable[str], connect_ports: Iterable[int], read_dirs: Iterable[int] = ()
+) -> int:
+    """Confine this process; returns the ABI version used. Paths that do not exist (or that this process cannot
+    reach) are skipped; `read_dirs` are directories already open (reached before the process gave up its rights),
+    readable too."""
     abi = abi_version()
     if abi <= 0:
         raise SandboxUnavailable("Landlock is not available on this kernel")
@@ -94,6 +98,8 @@ def restrict(read_paths: Iterable[str], write_paths: Iterable[str], connect_port
         for paths, rights in ((read_paths, read), (write_paths, handled)):
             for path in dict.fromkeys(paths):
                 _add_path(libc, add_rule, fd, path, rights & handled)
+        for dir_fd in read_dirs:
+            _add_rule(libc, add_rule, fd, dir_fd, read & handled, f"directory descriptor {dir_fd}")
         if abi >= 4:
             for port in dict.fromkeys(connect_ports):
                 rule = _NetPortAttr(_NET_CONNECT_TCP, port)
@@ -116,11 +122,15 @@ def _add_path(libc: ctypes.CDLL, add_rule: int, ruleset: int, path: str, rights:
     try:
         if not os.path.isdir(path):  # files take only file rights
             rights &= _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
-        rule = _PathBeneathAttr(rights, pfd)
-        if libc.syscall(add_rule, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
-            raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}) failed")
+        _add_rule(libc, add_rule, ruleset, pfd, rights, path)
     finally:
         os.close(pfd)
+
+
+def _add_rule(libc: ctypes.CDLL, add_rule: int, ruleset: int, pfd: int, rights: int, what: str) -> None:
+    rule = _PathBeneathAttr(rights, pfd)
+    if libc.syscall(add_rule, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+        raise OSError(ctypes.get_errno(), f"landlock_add_rule({what}) failed")
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522

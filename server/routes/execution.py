@@ -41,13 +41,16 @@ def typed_body(model: type[ExecutionBody]) -> Callable[[Request], Awaitable[Exec
 
 
 def _request_body(model: type[ExecutionBody], required: bool) -> dict[str, Any]:
-    BODY_SCHEMAS[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    BODY_SCHEMAS.update(schema.pop("$defs", {}))  # nested models (FuncValue) are components of their own
+    BODY_SCHEMAS[model.__name__] = schema
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {
-        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}},
+        "requestBody": {"required": required, "content": {"application/json": {"schema": ref}}},
         "responses": {
             "200": {
-                "description": 'OML\'s `{"result": ...}`, or with `resultFormat: pickle` the pickled values',
+                "description": 'OML\'s `{"result": ...}`; with `resultFormat: pickle` the pickled values; with '
+                "`funcValue` the description of the result table",
                 "content": {
                     "application/json": {"schema": {"type": "object", "properties": {"result": {}}}},
                     execution.PICKLE_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},

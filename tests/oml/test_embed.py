@@ -56,9 +56,12 @@ def test_group_apply_by_a_column_proxy(connected):
 
 def test_index_apply_and_graphics(connected):
     assert oml.index_apply(3, lambda_free_square, parallel=True) == [1, 4, 9]
-    src = "def plot():\n    import matplotlib.pyplot as plt\n    plt.plot([1, 2])\n    return 'drawn'\n"
+    src = "def plot():\n    import matplotlib.pyplot as plt\n    plt.plot([1, 2])\n    plt.title('Dots')\n"
+    src += "    return 'drawn'\n"
     image = oml.do_eval(src, graphics=True)
-    assert image.data == "drawn" and image.img[0].startswith(b"\x89PNG")
+    assert isinstance(image, oml.embed._DataImage)  # Oracle's class name, and its attribute names
+    assert image.dat == image.data == "drawn" and repr(image) == repr("drawn")
+    assert image.img[0].startswith(b"\x89PNG") and image.title == ["Dots"]
 
 
 def lambda_free_square(i):
