@@ -100,7 +100,8 @@ def reference(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def _counts(df: pd.DataFrame) -> pd.DataFrame:
-    return df.groupby(CROSS).size().reset_index(name="count")
+    """Rows per (S_SMALL, S_MED), NULL a category of its own (as in Oracle's crosstab listings)."""
+    return df.groupby(CROSS, dropna=False).size().reset_index(name="count")
 
 
 def describe_json(d: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -225,7 +226,7 @@ def duckdb_describe_sql(relation: str) -> str:
 
 def duckdb_crosstab_sql(relation: str) -> str:
     a, b = map(_quote, CROSS)
-    return f"SELECT {a}, {b}, count(*) AS n FROM {relation} WHERE {a} IS NOT NULL AND {b} IS NOT NULL GROUP BY 1, 2"
+    return f"SELECT {a}, {b}, count(*) AS n FROM {relation} GROUP BY 1, 2"
 
 
 def _duckdb_result(op: str, rel: Any) -> Any:
@@ -813,7 +814,8 @@ def render(res: Results) -> str:
         f"(S_SMALL, S_MED), about 1,000 cells. **pyqd proxy**: `oml.sync(table='{TABLE}').describe()` and "
         f".crosstab('S_SMALL', 'S_MED').pull()` over HTTP on loopback to a real `pyqd serve`. **`pull()` + "
         "pandas**: `proxy[cols].pull()` of the columns the operation needs, then `DataFrame.describe()` or "
-        "`groupby([...]).size()` (pandas' fastest crosstab; `pd.crosstab` is slower). **`read_sql`**: "
+        "`groupby([...], dropna=False).size()` (pandas' fastest crosstab; `pd.crosstab` is slower; NULL is a category "
+        "of its own, as in Oracle's crosstab listings and pyqd's). **`read_sql`**: "
         "`pandas.read_sql` of the same columns through SQLAlchemy or an ADBC connection (bench.baselines), then "
         "pandas. **DuckDB on an ADBC Arrow read**: the columns read into an Arrow table by ADBC (timed apart), then "
         "one DuckDB query (`quantile_cont`, `stddev_samp`, ...; `GROUP BY`); DuckDB uses its own threads (2 here), "
