@@ -141,11 +141,11 @@ def check(op: str, got: Any, want: Any) -> str:
     w = {(a, b): n for a, b, n in want}
     if g == w:
         return ""
-    missing, extra = set(w) - set(g), set(g) - set(w)
+    missing, surplus = set(w) - set(g), set(g) - set(w)
     wrong = [k for k in set(g) & set(w) if g[k] != w[k]]
     return (
-        f"{len(g)} cells, expected {len(w)}: {len(missing)} missing, {len(extra)} extra "
-        f"(e.g. {sorted(extra, key=str)[:2]}), {len(wrong)} wrong counts"
+        f"{len(g)} cells, expected {len(w)}: {len(missing)} missing, {len(surplus)} extra "
+        f"(e.g. {sorted(surplus, key=str)[:2]}), {len(wrong)} wrong counts"
     )
 
 
@@ -328,6 +328,7 @@ def _prepare_proxy(spec: dict[str, Any], op: str, key: str, columns: list[str]) 
     httpx.Client.send = send  # type: ignore[method-assign]
     oml.connect(url=spec["url"], username=spec["user"], password=spec["password"])
     proxy = oml.sync(table=TABLE)
+    assert isinstance(proxy, oml.DataFrame)
     proxy[columns].head(1)  # the first query (imports of the Arrow reader, a warm connection)
     with contextlib.suppress(ImportError):
         import oml.core  # noqa: F401 - the stats helpers, imported before the measurement
@@ -336,7 +337,7 @@ def _prepare_proxy(spec: dict[str, Any], op: str, key: str, columns: list[str]) 
     def work() -> Any:
         sent.clear()
         if key == "pyqd":
-            result = proxy.describe() if op == "describe" else proxy.crosstab(*CROSS).pull()
+            result = proxy.describe() if op == "describe" else proxy.crosstab(CROSS[0], CROSS[1]).pull()
             out = describe_json(result) if op == "describe" else crosstab_json(result)
         else:
             out = _pandas_op(op, proxy[columns].pull())
@@ -348,6 +349,7 @@ def _prepare_proxy(spec: dict[str, Any], op: str, key: str, columns: list[str]) 
             [r.request.url.path.rsplit("/", 1)[-1], round(r.extensions["bench_seconds"], 4), r.num_bytes_downloaded]
             for r in sent
         ]
+        extra["sql"] = [json.loads(r.request.content)["query"] for r in sent if r.request.url.path.endswith("/query")]
         return out
 
     return Prepared(work, extra)
@@ -631,18 +633,29 @@ def profile(t: Target, op: str, rows: int, work: Path, contender: str = "pyqd") 
         stderr=subprocess.DEVNULL,
     )
     time.sleep(2.0)  # attached
+    from bench.scaleout import Meter, Processes
+
     try:
-        got = run_child({**_spec(t, op, contender, rows), "pyspy": str(client_raw)})
+        with Meter(Processes([t.server_pid], [], t.database), t.server_pid) as meter:
+            got = run_child({**_spec(t, op, contender, rows), "pyspy": str(client_raw)})
     finally:
         _stop(rec)
+    server_cpu = meter.cpu.get("API server", 0.0) + meter.cpu.get("local pyqd workers", 0.0)
     out = [
-        f"#### {t.backend}, `{op}`: {got['seconds']:.2f} s in the notebook, {got['http_requests']} HTTP requests "
-        f"({got['http_seconds']:.2f} s waiting on them)",
+        f"#### {t.backend}, `{op}`: {got['seconds']:.2f} s in the notebook, {got['http_requests']} HTTP request(s) "
+        f"({got['http_seconds']:.2f} s waiting on them); CPU during the notebook's life: API server "
+        f"{server_cpu:.1f} s" + (f", PostgreSQL {meter.cpu.get('PostgreSQL', 0.0):.1f} s" if t.pg_dsn else ""),
         "",
         "Requests (last path segment, seconds, bytes received): "
-        + ", ".join(f"`{p}` {s:.2f} s {b:,} B" for p, s, b in got.get("requests", [])),
+        + ", ".join(f"`{p}` {s:.2f} s {_bytes(b)}" for p, s, b in got.get("requests", [])),
         "",
     ]
+    for sql in got.get("sql", []):
+        shown = sql if len(sql) <= 700 else sql[:700] + f" … ({len(sql):,} characters)"
+        out += ["The query the proxy sent (Oracle dialect, before the gate's rewrite):", "", "```sql", shown, "```", ""]
+        if t.pg_dsn:
+            out += ["`EXPLAIN (ANALYZE, BUFFERS)` of it on PostgreSQL (sqlglot's PostgreSQL form; plan nodes only):"]
+            out += ["", "```", explain(t, sql), "```", ""]
     for label, path in (("API server", server_raw), ("notebook", client_raw)):
         text = path.read_text() if path.exists() else ""
         summary = summarize(text, top=10) if text else "no samples"
@@ -650,6 +663,23 @@ def profile(t: Target, op: str, rows: int, work: Path, contender: str = "pyqd") 
         summary = re.sub(r"^server, ", f"{label}, ", summary, flags=re.M).replace("): server ", f"): {label} ")
         out += [f"{label}:", "", "```", summary, "```", ""]
     return "\n".join(out)
+
+
+def explain(t: Target, sql: str, keep: int = 40) -> str:
+    """The plan's nodes with their actual times, sort methods, temp buffers, JIT and execution time."""
+    import psycopg
+    import sqlglot
+
+    pg_sql = sqlglot.transpile(sql, read="oracle", write="postgres")[0]
+    dsn = t.sa_url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            lines = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + pg_sql).fetchall()]  # type: ignore[call-overload]
+    except psycopg.Error as e:
+        return f"EXPLAIN failed: {str(e)[:300]}"
+    wanted = ("->", "Sort Method", "Sort Key", "temp ", "Workers", "JIT", "Timing", "Execution Time")
+    picked = [line for i, line in enumerate(lines) if i == 0 or any(w in line for w in wanted)]
+    return "\n".join(picked[:keep]) + ("\n…" if len(picked) > keep else "")
 
 
 # --- the run --------------------------------------------------------------------------------------------------------
@@ -716,8 +746,12 @@ def _mib(kb: float) -> str:
     return f"{kb / 1024:,.0f}"
 
 
-def _mb(b: float) -> str:
-    return f"{b / 1e6:,.1f}"
+def _bytes(b: float) -> str:
+    """Decimal units, so that 7 kB does not read as 0.0 MB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= size:
+            return f"{b / size:,.1f} {unit}"
+    return f"{b:,.0f} B"
 
 
 def _versions() -> str:
@@ -728,6 +762,15 @@ def _versions() -> str:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out.append(f"{pkg} {metadata.version(pkg)}")
     return ", ".join(out)
+
+
+def _part(name: str) -> Callable[[Run], float]:
+    """A run's split time `name` (read_seconds, query_seconds)."""
+
+    def pick(r: Run) -> float:
+        return float(r.out[name])
+
+    return pick
 
 
 def time_table(rows: dict[str, Row]) -> str:
@@ -748,7 +791,7 @@ def time_table(rows: dict[str, Row]) -> str:
         )
         if key == "duckdb_arrow":
             for part, name in (("read_seconds", "  ↳ ADBC read to Arrow"), ("query_seconds", "  ↳ DuckDB query only")):
-                pick: Callable[[Run], float] = lambda r, p=part: r.out[p]  # noqa: E731
+                pick = _part(part)
                 ratio = f"{pyqd_median / row.median(pick):.2f}" if pyqd_median else "–"
                 table.append([name, f"{row.median(pick):.2f}", row.spread(pick), ratio, "", ""])
     return markdown_table(["contender", "median s", "min–max s", "pyqd / this", "load", "answer"], table)
@@ -764,7 +807,7 @@ def resource_table(rows: dict[str, Row]) -> str:
         run = sorted(row.runs, key=lambda r: r.seconds)[len(row.runs) // 2]  # the median run
         o = run.out
         growth = max(o["hwm_kb"] - o["rss_before_kb"] for o in (r.out for r in row.runs))
-        http = f"{_mb(o['http_bytes_in'])} ({o['http_requests']})" if "http_bytes_in" in o else "–"
+        http = f"{_bytes(o['http_bytes_in'])} ({o['http_requests']})" if "http_bytes_in" in o else "–"
         uses_server = key in ("pyqd", "pull")
         table.append(
             [
@@ -772,9 +815,9 @@ def resource_table(rows: dict[str, Row]) -> str:
                 _mib(o["rss_before_kb"]),
                 _mib(max(r.out["hwm_kb"] for r in row.runs)),
                 f"{growth / 1024:,.0f}",
-                _mb(o["tcp_in"]),
+                _bytes(o["tcp_in"]),
                 http,
-                _mb(o["rchar"]),
+                _bytes(o["rchar"]),
                 f"{run.server_rss_mib:,.0f}" if run.server_rss_mib and uses_server else "–",
                 f"{o['cpu']:.2f}",
                 f"{run.server_cpu:.2f}" if uses_server else "–",
@@ -786,15 +829,72 @@ def resource_table(rows: dict[str, Row]) -> str:
         "notebook RSS before MiB",
         "peak MiB",
         "growth MiB (max)",
-        "TCP MB in",
-        "of which HTTP bodies MB (requests)",
-        "files read MB",
+        "TCP in",
+        "of which HTTP bodies (requests)",
+        "files read",
         "API server peak RSS MiB",
         "CPU s notebook",
         "API server",
         "PostgreSQL",
     ]
     return markdown_table(header, table)
+
+
+def summary_table(res: Results) -> str:
+    """One line per backend and operation: the proxy against pull() + pandas and against the fastest contender."""
+    from bench.harness import markdown_table
+
+    table = []
+    for (backend, op), rows in res.table.items():
+        p, pull = rows.get("pyqd"), rows.get("pull")
+        if not p or not p.runs or not pull or not pull.runs:
+            continue
+        others = [(r.median(), CONTENDERS[k]) for k, r in rows.items() if k != "pyqd" and r.runs]
+        best_s, best = min(others)
+        mid = sorted(p.runs, key=lambda r: r.seconds)[len(p.runs) // 2]
+        mid_pull = sorted(pull.runs, key=lambda r: r.seconds)[len(pull.runs) // 2]
+
+        def growth(row: Row) -> str:
+            return f"{max(r.out['hwm_kb'] - r.out['rss_before_kb'] for r in row.runs) / 1024:,.0f}"
+
+        table.append(
+            [
+                backend,
+                f"`{op}`",
+                f"{p.median():.2f}",
+                f"{pull.median():.2f}",
+                f"{p.median() / pull.median():.2f}",
+                f"{best} {best_s:.2f}",
+                f"{p.median() / best_s:.2f}",
+                f"{growth(p)} / {growth(pull)}",
+                f"{_bytes(mid.out['tcp_in'])} / {_bytes(mid_pull.out['tcp_in'])}",
+                f"{mid.server_cpu + mid.pg_cpu:.1f}",
+            ]
+        )
+    header = [
+        "backend",
+        "operation",
+        "pyqd s",
+        "`pull()` + pandas s",
+        "pyqd / pull",
+        "fastest other (s)",
+        "pyqd / fastest",
+        "notebook RSS growth MiB, pyqd / pull",
+        "TCP in, pyqd / pull",
+        "pyqd: server + database CPU s",
+    ]
+    return markdown_table(header, table)
+
+
+def _busy(res: Results) -> str:
+    loads = [r.load for rows in res.table.values() for row in rows.values() for r in row.runs]
+    if not loads or max(loads) <= 2.5:
+        return ""
+    return (
+        f" **The machine was busy** (other sessions' test suites on the same 2 cores): the 1-minute load average was "
+        f"{min(loads):.1f}–{max(loads):.1f} during the runs, so wall times are longer than on an idle machine; the "
+        "interleaving spreads that over every contender, and the CPU seconds below are the steadier measure."
+    )
 
 
 def render(res: Results) -> str:
@@ -832,7 +932,11 @@ def render(res: Results) -> str:
         "generated frame (`answer`).",
         "",
         f"Load average before / after: {m['load_before']} / {m['load_after']} (2 cores); other work seen at the "
-        f"start: {m['others']}.",
+        f"start: {m['others']}." + _busy(res),
+        "",
+        "### Summary",
+        "",
+        summary_table(res),
         "",
     ]
     for backend in dict.fromkeys(b for b, _ in res.table):
@@ -845,7 +949,7 @@ def render(res: Results) -> str:
         "### Reading the resource tables",
         "",
         "The median run's numbers, from the notebook process itself: its RSS once ready, its high-water RSS (VmHWM, "
-        "reset just before the operation) and the largest growth over the runs. `TCP MB in`: what the notebook's TCP "
+        "reset just before the operation) and the largest growth over the runs. `TCP in`: what the notebook's TCP "
         "sockets received during the operation (`tcpi_bytes_received`: the proxy's HTTP responses with headers, "
         "PostgreSQL's wire protocol); `HTTP bodies` counts the proxy's response bodies as received; `files read`: "
         "`rchar` of /proc/self/io, bytes read() from files (SQLite's pages, from the page cache). The API "
