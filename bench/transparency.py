@@ -654,7 +654,9 @@ def profile(t: Target, op: str, rows: int, work: Path, contender: str = "pyqd") 
         shown = sql if len(sql) <= 700 else sql[:700] + f" … ({len(sql):,} characters)"
         out += ["The query the proxy sent (Oracle dialect, before the gate's rewrite):", "", "```sql", shown, "```", ""]
         if t.pg_dsn:
-            out += ["`EXPLAIN (ANALYZE, BUFFERS)` of it on PostgreSQL (sqlglot's PostgreSQL form; plan nodes only):"]
+            out += [
+                "`EXPLAIN (ANALYZE, BUFFERS)` of it on PostgreSQL (sqlglot's PostgreSQL form; nodes and sorts only):"
+            ]
             out += ["", "```", explain(t, sql), "```", ""]
     for label, path in (("API server", server_raw), ("notebook", client_raw)):
         text = path.read_text() if path.exists() else ""
@@ -665,8 +667,8 @@ def profile(t: Target, op: str, rows: int, work: Path, contender: str = "pyqd") 
     return "\n".join(out)
 
 
-def explain(t: Target, sql: str, keep: int = 40) -> str:
-    """The plan's nodes with their actual times, sort methods, temp buffers, JIT and execution time."""
+def explain(t: Target, sql: str, keep: int = 30) -> str:
+    """The plan's nodes with their actual times and sort methods, then JIT and execution time."""
     import psycopg
     import sqlglot
 
@@ -677,9 +679,9 @@ def explain(t: Target, sql: str, keep: int = 40) -> str:
             lines = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + pg_sql).fetchall()]  # type: ignore[call-overload]
     except psycopg.Error as e:
         return f"EXPLAIN failed: {str(e)[:300]}"
-    wanted = ("->", "Sort Method", "Sort Key", "temp ", "Workers", "JIT", "Timing", "Execution Time")
-    picked = [line for i, line in enumerate(lines) if i == 0 or any(w in line for w in wanted)]
-    return "\n".join(picked[:keep]) + ("\n…" if len(picked) > keep else "")
+    nodes = [line for i, line in enumerate(lines) if i == 0 or any(w in line for w in ("->", "Sort Method"))]
+    tail = [line for line in lines if line.lstrip().startswith(("JIT", "Timing", "Execution Time"))]
+    return "\n".join(nodes[:keep] + (["…"] if len(nodes) > keep else []) + tail)
 
 
 # --- the run --------------------------------------------------------------------------------------------------------
