@@ -654,9 +654,7 @@ def profile(t: Target, op: str, rows: int, work: Path, contender: str = "pyqd") 
         shown = sql if len(sql) <= 700 else sql[:700] + f" … ({len(sql):,} characters)"
         out += ["The query the proxy sent (Oracle dialect, before the gate's rewrite):", "", "```sql", shown, "```", ""]
         if t.pg_dsn:
-            out += [
-                "`EXPLAIN (ANALYZE, BUFFERS)` of it on PostgreSQL (sqlglot's PostgreSQL form; nodes and sorts only):"
-            ]
+            out += ["`EXPLAIN (ANALYZE, BUFFERS)` of it on PostgreSQL (sqlglot's PostgreSQL form; nodes, sorts):"]
             out += ["", "```", explain(t, sql), "```", ""]
     for label, path in (("API server", server_raw), ("notebook", client_raw)):
         text = path.read_text() if path.exists() else ""
