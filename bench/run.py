@@ -4,7 +4,9 @@ Every comparison runs side by side in one run, interleaved, with several repetit
 median, the spread (min–max) and the ratio pyqd / baseline. `--only model-scoring` (OML Services scoring against
 Flask and FastAPI, bench.scoring) rewrites only the section "## Model scoring (issue 10)"; `--only scale-out` (the
 Dask engine against the local one and hand-written dask.dataframe, bench.scaleout, ~30 min at 1M rows) only
-"## Scale-out (issue 11)". A full run keeps the file's scale-out section unless it is asked for."""
+"## Scale-out (issue 11)"; `--only transparency` (the oml proxy's describe/crosstab against pull() + pandas,
+read_sql and DuckDB, bench.transparency) only "## Transparency layer (issue 12)". A full run keeps the file's
+scale-out and transparency sections unless they are asked for."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from bench.server import THREADS_ENV
 os.environ.update(THREADS_ENV)  # before numpy is imported anywhere
 
 from bench import baselines as bl  # noqa: E402
-from bench import data, report, resources, scaleout, scoring, small, workloads  # noqa: E402
+from bench import data, report, resources, scaleout, scoring, small, transparency, workloads  # noqa: E402
 from bench.server import pg_database, running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,18 +63,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument(
-        "--only", default="scoring,groups,small,memory,cold,model-scoring", help="also: scale-out (bench.scaleout)"
+        "--only",
+        default="scoring,groups,small,memory,cold,model-scoring",
+        help="also: scale-out (bench.scaleout), transparency (bench.transparency)",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load-generator run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = parser.parse_args()
     only = set(args.only.split(","))
     out = Path(args.out)
-    if only <= {"model-scoring", "scale-out"}:  # sections of their own, spliced into the file
+    if only <= {"model-scoring", "scale-out", "transparency"}:  # sections of their own, spliced into the file
         if "model-scoring" in only:
             out.write_text(splice_section(out.read_text() if out.exists() else "", _model_scoring(args)))
         if "scale-out" in only:
             out.write_text(scaleout.splice(out.read_text() if out.exists() else "", _scale_out(args)))
+        if "transparency" in only:
+            out.write_text(transparency.splice(out.read_text() if out.exists() else "", _transparency(args)))
         log(f"wrote {args.out}")
         return
     previous = out.read_text() if out.exists() else ""
@@ -143,6 +149,11 @@ def main() -> None:
         text = scaleout.splice(text, _scale_out(args))
     elif (kept := scaleout.section_of(previous)) is not None:
         text = scaleout.splice(text, kept)
+    if "transparency" in only:
+        log("-- transparency layer (describe/crosstab)")
+        text = transparency.splice(text, _transparency(args))
+    elif (kept := transparency.section_of(previous)) is not None:
+        text = transparency.splice(text, kept)
     out.write_text(text)
     log(f"wrote {args.out} ({sections['seconds']:.0f} s)")
 
@@ -169,6 +180,17 @@ def _scale_out(args: argparse.Namespace) -> str:
         rows=args.rows, scale=5, chunk=0, reps=args.reps, profile=True, keep=False, source=None, out=None
     )
     return scaleout.run(ns, command=f"python -m bench.run --only scale-out --rows {args.rows} --reps {args.reps}")
+
+
+def _transparency(args: argparse.Namespace) -> str:
+    """bench.transparency with this run's --rows, --reps and --backends, with the profile."""
+    ns = argparse.Namespace(
+        rows=args.rows, reps=args.reps, backends=args.backends, profile=True, keep=False, source=None, out=None
+    )
+    command = f"python -m bench.run --only transparency --rows {args.rows} --reps {args.reps}"
+    if args.backends != "sqlite,postgresql":
+        command += f" --backends {args.backends}"
+    return transparency.run(ns, command=command)
 
 
 def splice_section(doc: str, section: str, title: str = scoring.TITLE) -> str:
