@@ -43,16 +43,21 @@ class UserSlots:
         return 0 if entry is None else entry.running
 
     @asynccontextmanager
-    async def hold(self, user: str) -> AsyncIterator[None]:
-        """Hold one of `user`'s slots for the duration of the block."""
-        slot = await self.take(user)
+    async def hold(self, user: str, *, within_call: bool = False) -> AsyncIterator[None]:
+        """Hold one of `user`'s slots for the duration of the block (none `within_call`, see `take`)."""
+        slot = await self.take(user, within_call=within_call)
         try:
             yield
         finally:
             slot.release()
 
-    async def take(self, user: str) -> Slot:
-        """One of `user`'s slots, to release (once) when the call is over; TooManyCalls if none frees in time."""
+    async def take(self, user: str, *, within_call: bool = False) -> Slot | NoSlot:
+        """One of `user`'s slots, to release (once) when the call is over; TooManyCalls if none frees in time.
+        A request a script makes `within_call` (a script token: its `import oml` reading or materializing) takes
+        none: the call it runs in holds the caller's slot already, and would otherwise wait on itself (with one
+        call per user, for ever). The bridge and the relay bound how many requests a call can make at once."""
+        if within_call:
+            return NoSlot()
         entry = self._users.get(user)
         if entry is None:
             entry = self._users[user] = _User(asyncio.Semaphore(self.per_user))
@@ -89,6 +94,13 @@ class Slot:
         self._entry.running -= 1
         self._entry.slots.release()
         self._slots._leave(self._user, self._entry)  # noqa: SLF001 - the slot's own pool
+
+
+class NoSlot:
+    """What a request made within a call holds: nothing to release."""
+
+    def release(self) -> None:
+        pass
 
 
 def user_slots(state: Any, settings: Settings) -> UserSlots:

@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from server.deps import CurrentUser, ServicesDep
-from server.fairness import Slot, user_slots
+from server.fairness import NoSlot, Slot, user_slots
 from server.routes.common import EXTENSION_TAG, include_both_forms
 from server.services import Services
 from tables import query as tq
@@ -41,7 +41,7 @@ async def run_query(body: QueryBody, request: Request, caller: CurrentUser, serv
     # The read counts as one of the caller's calls until its last byte is sent (see server.fairness); the slot
     # is released when the body ends, when the response is over (also if the client left before the body began),
     # and at the latest when the body is collected.
-    slot = await user_slots(request.app.state, services.settings).take(caller.name)
+    slot = await user_slots(request.app.state, services.settings).take(caller.name, within_call=caller.claims.is_script)
     try:
         batches = await run_in_threadpool(_open, services, caller.name, body)
         first = await run_in_threadpool(next, batches, None)  # errors of the query become 400s before streaming
@@ -53,7 +53,7 @@ async def run_query(body: QueryBody, request: Request, caller: CurrentUser, serv
     return StreamingResponse(chunks, media_type=ARROW_STREAM, background=BackgroundTask(slot.release))
 
 
-async def _released(slot: Slot, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _released(slot: Slot | NoSlot, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     try:
         async for chunk in iterate_in_threadpool(chunks):
             yield chunk

@@ -189,7 +189,9 @@ async def upload_table(
                 mode = "append" if plan.append else mode
                 _check_script_write(caller, mode)
                 expires = ttl if (temporary or plan.temporary) else None
-                async with user_slots(request.app.state, services.settings).hold(caller.name):
+                async with user_slots(request.app.state, services.settings).hold(
+                    caller.name, within_call=caller.claims.is_script
+                ):
                     desc = await run_in_threadpool(
                         _materialize, services, caller.name, tbl_name, plan.query, mode, expires
                     )
