@@ -257,6 +257,25 @@ def test_skew_and_kurtosis_are_oracles(run, data):
         assert got_kurt[c] == pytest.approx(expected_kurt[c], rel=1e-9)
 
 
+def test_moments_stay_exact_far_from_zero(run):
+    """The centred sums subtract the mean first (here a negative one, far from zero): a one-pass sum of squares
+    would lose every digit of a variance of about 1 around -1e9."""
+    rng = np.random.default_rng(5)
+    far = pd.DataFrame({"F": -1e9 + rng.normal(0, 1, 60).round(4), "G": rng.exponential(1, 60).round(4)})
+    far.loc[[4, 9], "F"] = np.nan
+    select, kinds = table("FAR", far), {"F": "number", "G": "number"}
+    assert_series_close(stats.var(select, kinds, run), far.var())
+    assert_series_close(stats.median(select, kinds, run), far.median())
+    for c in far.columns:
+        values = far[c].dropna()
+        assert stats.skew(select, kinds, run)[c] == pytest.approx(scipy_stats.skew(values), rel=1e-7)
+        assert stats.kurtosis(select, kinds, run)[c] == pytest.approx(scipy_stats.kurtosis(values), rel=1e-7)
+    assert_frame_close(
+        stats.describe(select, kinds, run, percentiles=[0.01, 0.37, 0.99]),
+        far.describe(percentiles=[0.01, 0.37, 0.5, 0.99]),
+    )
+
+
 def test_corr_equals_pandas(run, data):
     select, pulled = data
     numeric = pulled[NUMBERS].assign(B=pulled["B"].astype("float64"))
