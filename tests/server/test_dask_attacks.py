@@ -545,7 +545,7 @@ def test_the_schedulers_address_is_not_told_to_users_or_to_ready(sqlite_settings
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with dask_api(sqlite_settings, live, f"tcp://127.0.0.1:{port}") as (api, _):
+    with dask_api(sqlite_settings, live, f"tcp://127.0.0.1:{port}", reachable=False) as (api, _):
         ready = api.client.get("/ready")
         assert ready.status_code == 503 and "cannot be reached" in ready.text
         alice = api.user("ALICE")

@@ -246,8 +246,11 @@ def own_cluster(n_workers: int = 2) -> Iterator[Any]:
 
 
 @contextmanager
-def dask_api(sqlite_settings, live: Any, scheduler: str, **overrides: object) -> Iterator[tuple[Api, DaskWorkers]]:
-    """A live server on SQLite whose engine is a Dask cluster of the test's own."""
+def dask_api(
+    sqlite_settings, live: Any, scheduler: str, *, reachable: bool = True, **overrides: object
+) -> Iterator[tuple[Api, DaskWorkers]]:
+    """A live server on SQLite whose engine is a Dask cluster of the test's own (connected before the server
+    starts; with reachable=False, once the engine has found the scheduler unreachable)."""
     from server.app import create_app
     from server.services import make_pool, open_services
 
@@ -255,7 +258,9 @@ def dask_api(sqlite_settings, live: Any, scheduler: str, **overrides: object) ->
     svc = open_services(settings)
     svc.pool = make_pool(settings)
     workers = DaskWorkers(DaskConfig(scheduler=scheduler, api_url="http://127.0.0.1:9", host=PoolSettings(warm=1)))
-    workers.start(wait_s=60)
+    workers.start(wait_s=60 if reachable else 0)
+    if not reachable:
+        wait_for(lambda: "cannot be reached" in (workers.problem() or ""), timeout=120)
     svc.cluster = workers
     try:
         with live(create_app(services=svc)) as url:
@@ -324,7 +329,7 @@ def test_an_unreachable_scheduler_is_a_503_with_retry_after_and_ready_says_so(sq
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    with dask_api(sqlite_settings, live, address) as (api, _):
+    with dask_api(sqlite_settings, live, address, reachable=False) as (api, _):
         ready = api.client.get("/ready")
         assert ready.status_code == 503 and "cannot be reached" in ready.json()["cluster"]["status"]
         assert api.client.get("/ready?cluster=false").status_code == 200
