@@ -102,6 +102,30 @@ def settings(request: pytest.FixtureRequest, tmp_path) -> Iterator[Settings]:  #
         _drop_roles(default_role_prefix(name))
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of a fresh store for the whole module, on each backend (a module-scoped server runs on them); a
+    module changes them with a `MODULE_SETTINGS` dict."""
+    common = dict(
+        data_dir=tmp_path_factory.mktemp("module") / "data",
+        admin_password=ADMIN_PASSWORD,
+        password_hash_time_cost=1,
+        password_hash_memory_kib=1024,
+        **getattr(request.module, "MODULE_SETTINGS", {}),
+    )
+    if request.param == "sqlite":
+        yield Settings(**common)
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"{template}_m{secrets.token_hex(3)}"
+    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield Settings(database_url=_pg_url(name), **common)
+    finally:
+        _drop_database(name)
+        _drop_roles(default_role_prefix(name))
+
+
 @pytest.fixture
 def sqlite_settings(tmp_path) -> Settings:  # noqa: ANN001
     """Settings on SQLite only, for tests whose subject does not touch the database (worker faults)."""

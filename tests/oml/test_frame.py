@@ -22,8 +22,7 @@ from server.app import create_app
 from server.services import Services, open_services
 from server.settings import Settings
 from tables.gate import MAX_NESTING, _nesting
-from tables.pg_store import default_role_prefix
-from tests.conftest import ADMIN_PASSWORD, BACKENDS, _admin_execute, _drop_database, _drop_roles, _pg_url, serving
+from tests.conftest import serving
 
 PASSWORD = "frame-user-password"
 USER, OTHER = "FRAME_USER", "FRAME_OTHER"
@@ -59,27 +58,13 @@ class Live:
     backend: str
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_pool: Any) -> Iterator[Live]:
+@pytest.fixture(scope="module")
+def live(module_settings: Settings, worker_pool: Any) -> Iterator[Live]:
     """A server on a real socket for the module (one per backend), with two users; connected as USER."""
-    yield from serve(request, tmp_path_factory, worker_pool)
+    yield from serve(module_settings, worker_pool)
 
 
-def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_pool: Any) -> Iterator[Live]:
-    common = dict(
-        data_dir=tmp_path_factory.mktemp("frame") / "data",
-        admin_password=ADMIN_PASSWORD,
-        password_hash_time_cost=1,
-        password_hash_memory_kib=1024,
-    )
-    db_name = None
-    if request.param == "sqlite":
-        settings = Settings(**common)
-    else:
-        template = request.getfixturevalue("pg_template")
-        db_name = f"{template}_frame_{request.module.__name__.rsplit('.', 1)[-1]}"
-        _admin_execute(f'CREATE DATABASE "{db_name}" TEMPLATE "{template}"')
-        settings = Settings(database_url=_pg_url(db_name), **common)
+def serve(settings: Settings, worker_pool: Any) -> Iterator[Live]:
     services = open_services(settings)
     services.pool = worker_pool
     try:
@@ -88,14 +73,11 @@ def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         with serving(create_app(services=services)) as url:
             oml.connect(url=url, username=USER, password=PASSWORD)
             try:
-                yield Live(url, services, request.param)
+                yield Live(url, services, "postgresql" if settings.database_url else "sqlite")
             finally:
                 oml.disconnect()
     finally:
         services.close()
-        if db_name is not None:
-            _drop_database(db_name)
-            _drop_roles(default_role_prefix(db_name))
 
 
 @pytest.fixture(scope="module")

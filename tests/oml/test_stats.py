@@ -4,9 +4,9 @@ SQLite and PostgreSQL: each equals the pandas (or, where Oracle differs, Oracle'
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,7 @@ from server import accounts
 from server.app import create_app
 from server.services import open_services
 from server.settings import Settings
-from tables.pg_store import default_role_prefix
-from tests.conftest import ADMIN_PASSWORD, _admin_execute, _drop_database, _drop_roles, _pg_url, serving
+from tests.conftest import serving
 
 PASSWORD = "stats-user-password"
 HOSTILE = "we'ird -- ;name"  # stored column names cannot hold a double quote (the server refuses them)
@@ -57,36 +56,20 @@ class Server:
     tables: dict[str, exp.Select] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stats_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module")
+def stats_server(module_settings: Settings, worker_pool: Any) -> Iterator[Server]:
     """One live server per backend for the module, with a user OML_USER (module scope keeps the module fast)."""
-    common = dict(
-        data_dir=tmp_path_factory.mktemp("stats") / "data",
-        admin_password=ADMIN_PASSWORD,
-        password_hash_time_cost=1,
-        password_hash_memory_kib=1024,
-    )
-    database = None
-    if request.param == "postgresql":
-        database = f"{request.getfixturevalue('pg_template')}_s{secrets.token_hex(3)}"
-        _admin_execute(f'CREATE DATABASE "{database}" TEMPLATE "{request.getfixturevalue("pg_template")}"')
-        settings = Settings(database_url=_pg_url(database), **common)
-    else:
-        settings = Settings(**common)
-    services = open_services(settings)
-    services.pool = request.getfixturevalue("worker_pool")
+    services = open_services(module_settings)
+    services.pool = worker_pool
     try:
         with serving(create_app(services=services)) as url:
             accounts.add_user(services, "OML_USER", PASSWORD)
             try:
-                yield Server(url, request.param)
+                yield Server(url, "postgresql" if module_settings.database_url else "sqlite")
             finally:
                 oml.disconnect()  # before the server stops: it need not wait for the client's idle connection
     finally:
         services.close()
-        if database is not None:
-            _drop_database(database)
-            _drop_roles(default_role_prefix(database))
 
 
 @pytest.fixture
