@@ -11,7 +11,6 @@ transaction: a failure leaves nothing.
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from tables.frames import SQL_TYPES
 from tables.gate import GatedQuery
 from tables.pg_query import _TOO_LARGE, MAX_ROW_BYTES, sql_for
 from tables.pg_store import PostgresStore
-from tables.result_types import OutputColumn, appended, check_output
+from tables.result_types import OutputColumn, plan_target
 from tables.store import WriteMode
 
 #: PostgreSQL type OID → logical type; any other type is stored as text.
@@ -85,15 +84,8 @@ def _write(
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
         raise QueryRejected(f"The query gives two columns of one name: {names}")
-    check_output(columns)
-    appending = mode == "append" and bool(existing)
-    if appending:
-        appended(columns, {c.name: c.type for c in existing})
-        types = {c.name: c.type for c in existing}
-    else:
-        types = {c.name: c.type or "text" for c in columns}
-    # A replaced table is built beside the old one, which the query may be reading, and takes its name at the end.
-    target_name = f"pyqd_stage_{secrets.token_hex(6)}" if existing and mode == "replace" else name
+    plan = plan_target(columns, existing, mode, name)
+    appending, types, target_name = plan.appending, plan.types, plan.name
     target = sql.Identifier(caller, target_name)
     if not appending:
         ddl = sql.SQL(", ").join(

@@ -3,6 +3,7 @@ logical types, what an append accepts, and what the query's parse tree tells whe
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -14,7 +15,7 @@ from sqlglot.optimizer.scope import build_scope
 from sqlglot.schema import MappingSchema
 
 from tables.errors import InvalidTableData, QueryRejected
-from tables.frames import check_column_names
+from tables.frames import Column, check_column_names
 from tables.gate import GatedQuery
 from tables.sqlite_store import SqliteStore
 from tables.store import UserDataStore
@@ -79,6 +80,28 @@ def appended(columns: Sequence[OutputColumn], existing: Mapping[str, str]) -> No
         target = existing[c.name]
         if c.type is not None and target not in APPENDABLE[c.type]:
             raise InvalidTableData(f"Column {c.name!r} holds {c.type} values, which cannot be appended as {target}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a materialize writes: into the existing table (`appending`) or a new one named `name` (the final
+    name, or a staging name beside a table being replaced), with these column types."""
+
+    appending: bool
+    types: dict[str, str]
+    name: str
+
+
+def plan_target(columns: Sequence[OutputColumn], existing: Sequence[Column], mode: str, name: str) -> Target:
+    """The target of a materialize whose result has `columns`, into table `name` (with `existing` columns, if any):
+    the result must make a table's columns, and an append must fit the table's."""
+    check_output(columns)
+    if mode == "append" and existing:
+        appended(columns, {c.name: c.type for c in existing})
+        return Target(True, {c.name: c.type for c in existing}, name)
+    types = {c.name: c.type or "text" for c in columns}
+    # A replaced table is built beside the old one, which the query may be reading, and takes its name at the end.
+    return Target(False, types, f"pyqd_stage_{secrets.token_hex(6)}" if existing and mode == "replace" else name)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ known), a first pass counts the kinds of values of each column (in SQL: one row 
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from tables.deadline import Deadline
 from tables.errors import QueryRejected, QueryTimedOut, TableExists, TableNameClash
 from tables.frames import SQL_TYPES, Column
 from tables.gate import GatedQuery
-from tables.result_types import Declared, OutputColumn, appended, check_output, logical_from_values
+from tables.result_types import Declared, OutputColumn, logical_from_values, plan_target
 from tables.sqlite_query import PROGRESS_STEPS, authorizer, refuse_double_quoted_strings, set_limits
 from tables.sqlite_store import _LOGICAL, BUSY_TIMEOUT_S, SqliteStore, quote
 from tables.store import WriteMode
@@ -111,15 +110,8 @@ def _write(
     query = gated.sql("sqlite")
     conn.set_authorizer(authorizer(reads))
     columns = _result_columns(conn, gated, query, declared)
-    check_output(columns)
-    appending = mode == "append" and bool(existing)
-    if appending:
-        appended(columns, {c.name: c.type for c in existing})
-        types = {c.name: c.type for c in existing}
-    else:
-        types = {c.name: c.type or "text" for c in columns}
-    # A replaced table is built beside the old one, which the query may be reading, and takes its name at the end.
-    target = f"pyqd_stage_{secrets.token_hex(6)}" if existing and mode == "replace" else name
+    plan = plan_target(columns, existing, mode, name)
+    appending, types, target = plan.appending, plan.types, plan.name
     conn.set_authorizer(None)
     if not appending:
         ddl = ", ".join(f"{quote(c.name)} {SQL_TYPES[types[c.name]]['sqlite']}" for c in columns)
