@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,41 +84,33 @@ _clone_counter = iter(range(1_000_000))
 @pytest.fixture(params=BACKENDS)
 def settings(request: pytest.FixtureRequest, tmp_path) -> Iterator[Settings]:  # noqa: ANN001
     """Settings for a fresh, empty store on each backend."""
-    common = dict(
-        data_dir=tmp_path / "data",
-        admin_password=ADMIN_PASSWORD,
-        password_hash_time_cost=1,
-        password_hash_memory_kib=1024,
-    )
-    if request.param == "sqlite":
-        yield Settings(**common)
-        return
-    template = request.getfixturevalue("pg_template")
-    name = f"{template}_{next(_clone_counter)}"
-    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield Settings(database_url=_pg_url(name), **common)
-    finally:
-        _drop_database(name)
-        _drop_roles(default_role_prefix(name))
+    yield from _fresh_store(request, tmp_path / "data", f"_{next(_clone_counter)}")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a fresh store for the whole module, on each backend (a module-scoped server runs on them); a
     module changes them with a `MODULE_SETTINGS` dict."""
+    data_dir = tmp_path_factory.mktemp("module") / "data"
+    extra = getattr(request.module, "MODULE_SETTINGS", {})
+    yield from _fresh_store(request, data_dir, f"_m{secrets.token_hex(3)}", **extra)
+
+
+def _fresh_store(request: pytest.FixtureRequest, data_dir: Path, suffix: str, **extra: Any) -> Iterator[Settings]:
+    """Settings of an empty store in `data_dir`: on SQLite, or a PostgreSQL database cloned from the template
+    (named with `suffix`) and dropped, with its roles, afterwards."""
     common = dict(
-        data_dir=tmp_path_factory.mktemp("module") / "data",
+        data_dir=data_dir,
         admin_password=ADMIN_PASSWORD,
         password_hash_time_cost=1,
         password_hash_memory_kib=1024,
-        **getattr(request.module, "MODULE_SETTINGS", {}),
+        **extra,
     )
     if request.param == "sqlite":
         yield Settings(**common)
         return
     template = request.getfixturevalue("pg_template")
-    name = f"{template}_m{secrets.token_hex(3)}"
+    name = f"{template}{suffix}"
     _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
         yield Settings(database_url=_pg_url(name), **common)
