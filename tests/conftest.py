@@ -280,7 +280,12 @@ def api(request: pytest.FixtureRequest, services: Services) -> Iterator[Api]:
 def own_pool_api(sqlite_settings: Settings, **overrides: object) -> Iterator[Api]:
     """A TestClient over services with a worker pool of their own (settings overridden), for tests that break
     workers on purpose or need to know who holds them."""
-    settings = sqlite_settings.model_copy(update=overrides)
+    yield from api_with_own_pool(sqlite_settings.model_copy(update=overrides))
+
+
+def api_with_own_pool(settings: Settings) -> Iterator[Api]:
+    """A TestClient over services on `settings` with a worker pool of their own (which also runs the per-script
+    environments of the settings' data directory)."""
     svc = open_services(settings)
     svc.pool = make_pool(settings)
     svc.pool.start()

@@ -12,21 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from engines.envs import EnvStore
-from server.app import create_app
-from server.services import make_pool, open_services
 from server.settings import Settings
-from tests.conftest import (
-    ADMIN_PASSWORD,
-    Api,
-    _admin_execute,
-    _clone_counter,
-    _drop_database,
-    _drop_roles,
-    _pg_url,
-)
+from tests.conftest import Api, api_with_own_pool
 from tests.envs_support import PACKAGE, USES_PACKAGE, build, make_wheels
 from tests.server.test_jobs import wait_done
 
@@ -35,43 +24,19 @@ ROWS = f"def rows(d):\n    import {PACKAGE}\n    d['V'] = {PACKAGE}.VALUE\n    r
 INDEX = f"def index(i):\n    import {PACKAGE}\n    return i * {PACKAGE}.VALUE\n"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+#: The module's server (tests.conftest.module_settings): a pool of 4 workers, one kept warm.
+MODULE_SETTINGS = {"workers": 4, "warm_workers": 1}
+
+
+@pytest.fixture(scope="module")
+def api(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """A server of its own (its pool runs the environments of its data directory), two environments in it."""
-    data = tmp_path_factory.mktemp("data")
+    module_settings.data_dir.mkdir(parents=True, exist_ok=True)
     wheels = make_wheels(tmp_path_factory.mktemp("wheels"))
-    store = EnvStore.of_data_dir(data)
+    store = EnvStore.of_data_dir(module_settings.data_dir)
     build(store, "envtest", f"{PACKAGE}\n", wheels, description="the test package")
     build(store, "other", "pyqd_envtest_other\n", wheels)
-    common = dict(
-        data_dir=data,
-        admin_password=ADMIN_PASSWORD,
-        password_hash_time_cost=1,
-        password_hash_memory_kib=1024,
-        workers=4,
-        warm_workers=1,
-    )
-    database = None
-    if request.param == "postgresql":
-        template = request.getfixturevalue("pg_template")
-        database = f"{template}_{next(_clone_counter)}"
-        _admin_execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
-        common["database_url"] = _pg_url(database)
-    settings = Settings(**common)  # type: ignore[arg-type]
-    svc = open_services(settings)
-    svc.pool = make_pool(settings)
-    svc.pool.start()
-    try:
-        with TestClient(create_app(services=svc)) as client:
-            yield Api(client, svc)
-    finally:
-        svc.pool.close()
-        svc.close()
-        if database is not None:
-            from tables.pg_store import default_role_prefix
-
-            _drop_database(database)
-            _drop_roles(default_role_prefix(database))
+    yield from api_with_own_pool(module_settings)
 
 
 @pytest.fixture(scope="module")
